@@ -1,0 +1,57 @@
+# Everything a fresh machine with Python 3.11+, make and curl needs: `make local`, `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+GATEWAY_VENV := $(CURDIR)/.venv-gateway
+TOOLS_VENV := $(CURDIR)/.venv-tools
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help uv sync gateway-env tools-env local test lint typecheck pytest bench fuzz soak clean
+
+help:
+	@echo "make local   run the model server and the gateway on loopback with the demo model"
+	@echo "make test    install everything needed and run every test"
+	@echo "make bench   benchmarks (writes docs/benchmarks.md)"
+
+$(CURDIR)/.tools/uv/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv==$(UV_VERSION)
+
+uv: $(UV)
+
+# Main environment: TensorFlow, the model tooling, the Pulumi program and the dev tools.
+sync: uv
+	$(UV) sync --frozen
+
+# The gateway's own environment, built from its image's requirements alone: no TensorFlow.
+gateway-env: uv
+	@test -x $(GATEWAY_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(GATEWAY_VENV)
+	$(UV) pip sync --quiet --python $(GATEWAY_VENV)/bin/python services/gateway/requirements.txt
+
+# Static checkers that cannot share an environment with TensorFlow (checkov, hadolint).
+tools-env: uv
+	@test -x $(TOOLS_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(TOOLS_VENV)
+	$(UV) pip sync --quiet --python $(TOOLS_VENV)/bin/python requirements/tools.txt
+
+local: sync gateway-env
+	$(UV) run --frozen python scripts/local_stack.py
+
+lint: sync
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck: sync
+	$(UV) run --frozen mypy
+
+pytest: sync gateway-env tools-env
+	$(UV) run --frozen pytest
+
+test: lint typecheck pytest
+
+bench: sync gateway-env
+	$(UV) run --frozen python -m benchmarks
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""Pure image preprocessing: bytes in, uint8 arrays out.
+
+The demo model is trained on arrays produced by `to_model_input`, so the gateway and the
+training pipeline resize photos the same way (no training/serving skew).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    """How the model's training pipeline turned a photo into its input array."""
+
+    height: int
+    width: int
+    interpolation: str = "nearest"
+    jpeg_draft: bool = False
+
+
+def decode_rgb(data: bytes, spec: ResizeSpec) -> Image.Image:
+    """Decode image bytes to an RGB image with EXIF orientation applied (first frame only)."""
+    image = Image.open(io.BytesIO(data))
+    if spec.jpeg_draft and image.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below twice the target size,
+        # so the final filtered resize still sees enough pixels.
+        image.draft("RGB", (spec.width * 2, spec.height * 2))
+    image = ImageOps.exif_transpose(image)
+    if image.mode != "RGB":
+        image = image.convert("RGBA") if "transparency" in image.info else image
+        image = image.convert("RGB")
+    return image
+
+
+def resize_to_array(image: Image.Image, spec: ResizeSpec) -> np.ndarray:
+    """Resize an RGB image to the model's input size and return a uint8 HxWx3 array."""
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), RESAMPLING[spec.interpolation])
+    return np.asarray(image, dtype=np.uint8)
+
+
+def to_model_input(data: bytes, spec: ResizeSpec) -> np.ndarray:
+    """Turn encoded image bytes into the uint8 HxWx3 array the model expects."""
+    return resize_to_array(decode_rgb(data, spec), spec)
