@@ -1,0 +1,1 @@
+"""The clothing classifier's HTTP gateway (Flask, no TensorFlow)."""

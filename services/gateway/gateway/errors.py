@@ -1,0 +1,88 @@
+"""One error base class carrying its HTTP status and machine code; one subclass per condition.
+
+The app maps every `GatewayError` to `{"error": {"code": ..., "message": ...}}` in a single
+handler; nothing else in the gateway builds error responses.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The JSON error body."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+# 400: the request itself is wrong
+class BadRequest(GatewayError):
+    status, code = 400, "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidURL(BadRequest):
+    code = "invalid_url"
+
+
+class ForbiddenURL(BadRequest):
+    code = "forbidden_url"
+
+
+class TooManyURLs(BadRequest):
+    code = "too_many_urls"
+
+
+# 413: too big
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class TooManyPixels(PayloadTooLarge):
+    code = "image_too_many_pixels"
+
+
+# 415 / 422: not an image we can use
+class UnsupportedImageFormat(GatewayError):
+    status, code = 415, "unsupported_image_format"
+
+
+class UndecodableImage(GatewayError):
+    status, code = 422, "undecodable_image"
+
+
+# 502 / 504: the image host failed
+class ImageHostError(GatewayError):
+    status, code = 502, "image_host_error"
+
+
+class DownloadTimeout(GatewayError):
+    status, code = 504, "download_timeout"
+
+
+# 503 / 504: the model failed
+class ModelUnavailable(GatewayError):
+    status, code = 503, "model_unavailable"
+
+
+class ModelTimeout(GatewayError):
+    status, code = 504, "model_timeout"
+
+
+class ModelError(GatewayError):
+    status, code = 502, "model_error"
