@@ -44,6 +44,19 @@ class TooManyURLs(BadRequest):
     code = "too_many_urls"
 
 
+# 404 / 405 / 415: the route, method or content type is wrong
+class NotFound(GatewayError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "method_not_allowed"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, code = 415, "unsupported_media_type"
+
+
 # 413: too big
 class PayloadTooLarge(GatewayError):
     status, code = 413, "payload_too_large"
@@ -78,6 +91,12 @@ class DownloadTimeout(GatewayError):
 # 503 / 504: the model failed
 class ModelUnavailable(GatewayError):
     status, code = 503, "model_unavailable"
+
+
+class ModelIncompatible(ModelUnavailable):
+    """The served model is not one the gateway can feed (wrong input, no labels)."""
+
+    code = "model_incompatible"
 
 
 class ModelTimeout(GatewayError):

@@ -34,12 +34,19 @@ class ResizeSpec:
 
 def decode_rgb(data: bytes, spec: ResizeSpec) -> Image.Image:
     """Decode image bytes to an RGB image with EXIF orientation applied (first frame only)."""
-    image = Image.open(io.BytesIO(data))
+    return to_rgb(Image.open(io.BytesIO(data)), spec)
+
+
+def to_rgb(image: Image.Image, spec: ResizeSpec) -> Image.Image:
+    """Decode an opened (not yet loaded) image to RGB with EXIF orientation applied."""
     if spec.jpeg_draft and image.format == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below twice the target size,
         # so the final filtered resize still sees enough pixels.
         image.draft("RGB", (spec.width * 2, spec.height * 2))
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        # 16-bit greyscale: keep the high byte (Pillow's own conversion would clip at 255)
+        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
     if image.mode != "RGB":
         image = image.convert("RGBA") if "transparency" in image.info else image
         image = image.convert("RGB")
