@@ -105,3 +105,11 @@ class ModelTimeout(GatewayError):
 
 class ModelError(GatewayError):
     status, code = 502, "model_error"
+
+
+class BlockedURL(ForbiddenURL):
+    """A URL the fetch policy refuses, with a machine `reason` (e.g. "private", "metadata")."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
