@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
 from gateway.errors import BlockedURL, ForbiddenURL, InvalidURL
 from gateway.netguard import address_reason, check_address, parse_url
 
@@ -225,7 +224,7 @@ def test_host_header_carries_non_default_ports_only() -> None:
         "http://example.com/\r\nX-Injected: 1",
         "http://example.com/\t",
         "http://example.com/\x00",
-        "http://ｅｘａｍｐｌｅ.com/",
+        "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/",  # fullwidth "example"
         "http://bücher.example/",
         "http://example.com/ä.jpg",
         "http://exa%6dple.com/",
