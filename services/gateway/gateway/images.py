@@ -42,8 +42,7 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise TooManyPixels(
-            f"the image is {width}x{height} = {width * height} pixels; "
-            f"the limit is {max_pixels}"
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     if width < 1 or height < 1:
         raise UndecodableImage(f"the image has no pixels ({width}x{height})")

@@ -41,6 +41,7 @@ class Settings:
     allow_private_urls: bool = False
     download_timeout: float = 10.0
     connect_timeout: float = 3.0
+    read_timeout: float = 5.0
     max_redirects: int = 3
     max_image_bytes: int = 10 * MIB
     max_image_pixels: int = 40_000_000
@@ -80,32 +81,47 @@ class Settings:
 
         need(bool(self.tf_serving_host), "tf_serving_host", "must not be empty")
         need(bool(self.model_name), "model_name", "must not be empty")
-        for name in ("model_timeout", "download_timeout", "connect_timeout"):
+        for name in ("model_timeout", "download_timeout", "connect_timeout", "read_timeout"):
             need(getattr(self, name) > 0, name, "must be > 0")
         need(1 <= self.model_retries <= 5, "model_retries", "must be between 1 and 5")
         need(self.model_info_ttl >= 0, "model_info_ttl", "must be >= 0")
         need(self.grpc_max_message_bytes >= 4 * MIB, "grpc_max_message_bytes", "must be >= 4 MiB")
-        need(self.lb_policy in ("", "round_robin", "pick_first"), "lb_policy",
-             "must be round_robin or pick_first (or empty for automatic)")
+        need(
+            self.lb_policy in ("", "round_robin", "pick_first"),
+            "lb_policy",
+            "must be round_robin or pick_first (or empty for automatic)",
+        )
         need(self.retry_after >= 1, "retry_after", "must be >= 1")
-        need(self.fallback_interpolation in RESAMPLING, "fallback_interpolation",
-             f"must be one of {', '.join(RESAMPLING)}")
+        need(
+            self.fallback_interpolation in RESAMPLING,
+            "fallback_interpolation",
+            f"must be one of {', '.join(RESAMPLING)}",
+        )
         need(self.max_redirects >= 0, "max_redirects", "must be >= 0")
         need(self.max_image_bytes >= 1024, "max_image_bytes", "must be >= 1024")
         need(self.max_image_pixels >= 1024, "max_image_pixels", "must be >= 1024")
-        need(self.max_body_bytes >= self.max_image_bytes, "max_body_bytes",
-             f"must be >= {ENV_NAMES['max_image_bytes']} so an upload of the largest image fits")
+        need(
+            self.max_body_bytes >= self.max_image_bytes,
+            "max_body_bytes",
+            f"must be >= {ENV_NAMES['max_image_bytes']} so an upload of the largest image fits",
+        )
         need(1 <= self.batch_max_urls <= 1024, "batch_max_urls", "must be between 1 and 1024")
-        need(1 <= self.download_concurrency <= 256, "download_concurrency",
-             "must be between 1 and 256")
+        need(
+            1 <= self.download_concurrency <= 256,
+            "download_concurrency",
+            "must be between 1 and 256",
+        )
         need(":" in self.bind, "bind", "must be HOST:PORT")
         need(self.workers >= 1, "workers", "must be >= 1")
         need(self.threads >= 1, "threads", "must be >= 1")
         need(self.worker_timeout >= 1, "worker_timeout", "must be >= 1")
         need(self.graceful_timeout >= 0, "graceful_timeout", "must be >= 0")
         need(self.max_requests >= 0, "max_requests", "must be >= 0")
-        need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level",
-             "must be DEBUG, INFO, WARNING or ERROR")
+        need(
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "log_level",
+            "must be DEBUG, INFO, WARNING or ERROR",
+        )
 
     @property
     def load_balancing(self) -> str:
@@ -165,7 +181,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "GATEWAY_DOWNLOAD_TIMEOUT_SECONDS",
         "deadline of one whole image download, redirects included",
     ),
-    "connect_timeout": ("GATEWAY_CONNECT_TIMEOUT_SECONDS", "TCP connect timeout of a download"),
+    "connect_timeout": (
+        "GATEWAY_CONNECT_TIMEOUT_SECONDS",
+        "TCP connect (plus TLS handshake) timeout of each download connection",
+    ),
+    "read_timeout": (
+        "GATEWAY_READ_TIMEOUT_SECONDS",
+        "longest wait for the next bytes from an image host",
+    ),
     "max_redirects": ("GATEWAY_MAX_REDIRECTS", "redirects followed by a download"),
     "max_image_bytes": (
         "GATEWAY_MAX_IMAGE_BYTES",

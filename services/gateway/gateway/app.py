@@ -1,0 +1,222 @@
+"""The HTTP API: Flask application factory, routes, the single error handler, request logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from gateway import errors
+from gateway.logs import configure_logging
+from gateway.metrics import Metrics
+from gateway.predictor import Predictor
+from gateway.service import Classifier, Fetcher, model_json
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.app")
+access_log = logging.getLogger("gateway.access")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JSON_TYPES = {"", "application/json"}
+HTTP_CODES = {
+    400: errors.BadRequest,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def default_fetcher(settings: Settings) -> Fetcher:
+    """The SSRF-safe downloader configured from the settings."""
+    from gateway.fetch import FetchPolicy, fetch_image
+
+    policy = FetchPolicy(
+        max_bytes=settings.max_image_bytes,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        total_timeout=settings.download_timeout,
+        max_redirects=settings.max_redirects,
+        allow_private=settings.allow_private_urls,
+    )
+    return lambda url: fetch_image(url, policy)
+
+
+def create_app(
+    settings: Settings | None = None,
+    predictor: Predictor | None = None,
+    fetcher: Fetcher | None = None,
+) -> Flask:
+    """Build the gateway app; the predictor and fetcher default to TF Serving and the web."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    if predictor is None:
+        from gateway.tfserving import TFServingPredictor
+
+        predictor = TFServingPredictor(settings)
+    metrics = Metrics()
+    classifier = Classifier(settings, predictor, fetcher or default_fetcher(settings), metrics)
+    openapi = json.loads(resources.files("gateway").joinpath("openapi.json").read_text("utf-8"))
+
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["gateway"] = {"settings": settings, "classifier": classifier, "metrics": metrics}
+
+    def reject(exc: errors.GatewayError) -> None:
+        metrics.rejections.labels(exc.code, getattr(exc, "reason", exc.code)).inc()
+
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        header = request.headers.get("X-Request-ID", "")
+        g.request_id = header if REQUEST_ID.match(header) else uuid.uuid4().hex
+        g.error_code = None
+        g.items = None
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        status = str(response.status_code)
+        metrics.requests.labels(route, request.method, status).inc()
+        metrics.request_seconds.labels(route, request.method, status).observe(seconds)
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 1),
+                    "error_code": g.get("error_code"),
+                    "items": g.get("items"),
+                    "remote_addr": request.remote_addr,
+                },
+            )
+        return response
+
+    @app.errorhandler(errors.GatewayError)
+    def gateway_error(exc: errors.GatewayError) -> Response:
+        g.error_code = exc.code
+        reject(exc)
+        response = jsonify(exc.to_dict())
+        response.status_code = exc.status
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        kind = HTTP_CODES.get(status, errors.GatewayError)
+        message = exc.description or exc.name
+        if status == 413:
+            message = f"the request body is over the limit of {settings.max_body_bytes} bytes"
+        elif status == 404:
+            message = f"no such path: {request.path}; the API is described at /openapi.json"
+        error = kind(message)
+        error.status = status
+        response = gateway_error(error)
+        if status == 405:
+            response.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", []) or []))
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        return gateway_error(errors.GatewayError("internal error; see the gateway's logs"))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        if request.mimetype == "multipart/form-data":
+            upload = request.files.get("file")
+            if upload is None:
+                raise errors.BadRequest("the multipart body needs an image in the field 'file'")
+            data = upload.stream.read(settings.max_image_bytes + 1)
+            if len(data) > settings.max_image_bytes:
+                raise errors.ImageTooLarge(
+                    f"the image is over the limit of {settings.max_image_bytes} bytes"
+                )
+            return jsonify(classifier.classify_bytes(data, g.request_id))
+        body = json_body()
+        url = body.get("url")
+        if url is None:
+            raise errors.BadRequest('the body needs a "url": {"url": "https://..."}')
+        if not isinstance(url, str):
+            raise errors.InvalidURL('"url" must be a string')
+        return jsonify(classifier.classify_url(url, g.request_id))
+
+    @app.post("/predict/batch")
+    def predict_batch() -> Response:
+        body = json_body()
+        urls = body.get("urls")
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise errors.BadRequest('the body needs "urls": a non-empty list of URL strings')
+        if len(urls) > settings.batch_max_urls:
+            raise errors.TooManyURLs(
+                f"{len(urls)} URLs; at most {settings.batch_max_urls} per batch"
+            )
+        g.items = len(urls)
+        return jsonify(classifier.classify_batch(urls, g.request_id, reject))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        # Ready once the model has been described; later TF Serving blips keep the cached
+        # description and fail single requests with 503 instead of emptying the Service.
+        info = classifier.predictor.model_info(g.request_id)
+        return jsonify({"status": "ready", "model": model_json(info)})
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi_document() -> Response:
+        return jsonify(openapi)
+
+    @app.get("/")
+    def index() -> Response:
+        if not (STATIC_DIR / "index.html").is_file():
+            raise errors.NotFound("no page here; the API is described at /openapi.json")
+        return send_from_directory(STATIC_DIR, "index.html")
+
+    def json_body() -> dict[str, Any]:
+        if request.mimetype not in JSON_TYPES:
+            raise errors.UnsupportedMediaType(
+                f"send application/json (or multipart/form-data with a 'file' to /predict), "
+                f"not {request.mimetype}"
+            )
+        raw = request.get_data(cache=False)
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise errors.InvalidJSON(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise errors.InvalidJSON("the body must be a JSON object")
+        return body
+
+    return app

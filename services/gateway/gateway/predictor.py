@@ -1,0 +1,44 @@
+"""The narrow seam between the HTTP app and the model: what the app needs to know and call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gateway.preprocessing import ResizeSpec
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the gateway feeds the served model and how it reads the answer."""
+
+    name: str
+    version: int
+    labels: tuple[str, ...]
+    resize: ResizeSpec
+    input_name: str = "images"
+    scores_output: str = "scores"
+    signature: str = "serving_default"
+    description: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Scores for a batch: one row of probabilities per image, columns in `model.labels` order."""
+
+    model: ModelInfo
+    scores: np.ndarray
+
+
+class Predictor(Protocol):
+    """Anything that can describe a model and score a batch of uint8 NxHxWx3 images."""
+
+    def model_info(self, request_id: str) -> ModelInfo:
+        """The served model's description (cached); raises a GatewayError when unavailable."""
+        ...
+
+    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
+        """Score a batch; raises a GatewayError (ModelUnavailable, ModelTimeout, ModelError)."""
+        ...

@@ -1,0 +1,138 @@
+"""The classification use cases, free of HTTP: URL, upload and batch to labelled scores."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import GatewayError
+from gateway.fetch import FetchedImage
+from gateway.images import load_model_input
+from gateway.metrics import Metrics
+from gateway.predictor import ModelInfo, Prediction, Predictor
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.service")
+
+
+Fetcher = Callable[[str], FetchedImage]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One batch item: its image array, or the error that stopped it."""
+
+    url: str
+    image: np.ndarray | None = None
+    error: GatewayError | None = None
+
+
+def model_json(info: ModelInfo) -> dict[str, Any]:
+    """The `model` object of an answer."""
+    return {"name": info.name, "version": info.version}
+
+
+def scores_json(labels: Sequence[str], row: np.ndarray) -> dict[str, Any]:
+    """`top` and `scores` (every label) for one image."""
+    scores = {label: float(score) for label, score in zip(labels, row, strict=True)}
+    return {"top": labels[int(np.argmax(row))], "scores": scores}
+
+
+class Classifier:
+    """Downloads or takes image bytes, prepares them for the model and asks the predictor."""
+
+    def __init__(
+        self, settings: Settings, predictor: Predictor, fetcher: Fetcher, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.predictor = predictor
+        self.fetcher = fetcher
+        self.metrics = metrics
+        # threads start lazily, so creating the pool before a fork is harmless
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.download_concurrency, thread_name_prefix="download"
+        )
+
+    def close(self) -> None:
+        """Stop the download threads."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def download(self, url: str) -> bytes:
+        """Fetch an image with the SSRF-safe downloader and record the download metrics."""
+        fetched = self.fetcher(url)
+        self.metrics.download_seconds.observe(fetched.elapsed)
+        self.metrics.download_bytes.observe(len(fetched.data))
+        return fetched.data
+
+    def prepare(self, data: bytes, info: ModelInfo) -> np.ndarray:
+        """Checked decode and resize of untrusted bytes."""
+        return load_model_input(
+            data,
+            info.resize,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+
+    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
+        """One Predict call for a batch, timed."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            prediction = self.predictor.predict(images, request_id)
+            outcome = "ok"
+            return prediction
+        finally:
+            self.metrics.model_seconds.labels(outcome).observe(time.perf_counter() - started)
+            self.metrics.model_batch_size.observe(len(images))
+
+    def classify_url(self, url: str, request_id: str) -> dict[str, Any]:
+        """Classify the image at a URL."""
+        info = self.predictor.model_info(request_id)
+        return self._answer_one(self.prepare(self.download(url), info), request_id)
+
+    def classify_bytes(self, data: bytes, request_id: str) -> dict[str, Any]:
+        """Classify uploaded image bytes."""
+        info = self.predictor.model_info(request_id)
+        return self._answer_one(self.prepare(data, info), request_id)
+
+    def _answer_one(self, image: np.ndarray, request_id: str) -> dict[str, Any]:
+        prediction = self.predict(image[np.newaxis], request_id)
+        return {
+            "model": model_json(prediction.model),
+            **scores_json(prediction.model.labels, prediction.scores[0]),
+        }
+
+    def classify_batch(
+        self, urls: Sequence[str], request_id: str, on_item_error: Callable[[GatewayError], None]
+    ) -> dict[str, Any]:
+        """Download every URL concurrently, then score all good images in one Predict call."""
+        info = self.predictor.model_info(request_id)
+
+        def load(url: str) -> ItemResult:
+            try:
+                return ItemResult(url, image=self.prepare(self.download(url), info))
+            except GatewayError as exc:
+                return ItemResult(url, error=exc)
+
+        items = list(self.pool.map(load, urls))
+        good = [item.image for item in items if item.image is not None]
+        rows: list[np.ndarray] = []
+        model = info
+        if good:
+            prediction = self.predict(np.stack(good), request_id)
+            model, rows = prediction.model, list(prediction.scores)
+        results: list[dict[str, Any]] = []
+        row_iter = iter(rows)
+        for item in items:
+            if item.error is not None:
+                on_item_error(item.error)
+                results.append({"url": item.url, **item.error.to_dict()})
+            else:
+                results.append({"url": item.url, **scores_json(model.labels, next(row_iter))})
+        return {"model": model_json(model), "results": results}

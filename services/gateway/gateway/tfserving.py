@@ -1,0 +1,430 @@
+"""TF Serving gRPC client: model discovery (metadata + `describe`) and batched Predict.
+
+Only message modules that exist both in `tensorflow-protobuf` (the gateway's image) and in
+`tensorflow-serving-api` + TensorFlow (the main environment) are imported; never `tensorflow`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from gateway.errors import (
+    GatewayError,
+    ModelError,
+    ModelIncompatible,
+    ModelTimeout,
+    ModelUnavailable,
+)
+from gateway.predictor import ModelInfo, Prediction
+from gateway.preprocessing import RESAMPLING, ResizeSpec
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.tfserving")
+
+SERVING_SIGNATURE = "serving_default"
+DESCRIBE_SIGNATURE = "describe"
+_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+def service_config(settings: Settings) -> str:
+    """gRPC service config: retries with backoff on UNAVAILABLE and the balancing policy."""
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{settings.load_balancing: {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": service} for service in _SERVICES],
+                "retryPolicy": {
+                    "maxAttempts": settings.model_retries,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+    if settings.model_retries < 2:
+        del config["methodConfig"][0]["retryPolicy"]
+    return json.dumps(config)
+
+
+def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    """Channel arguments: service config, retries on, message limits sized for batches."""
+    return [
+        ("grpc.service_config", service_config(settings)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        # re-resolve a headless Service's DNS name at most every 10 s when pods come and go
+        ("grpc.dns_min_time_between_resolutions_ms", 10_000),
+    ]
+
+
+def uint8_tensor(images: np.ndarray) -> tensor_pb2.TensorProto:
+    """A uint8 TensorProto carrying the raw bytes in `tensor_content` (never per-value lists)."""
+    array = np.ascontiguousarray(images, dtype=np.uint8)
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
+    )
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_UINT8, tensor_shape=shape, tensor_content=array.tobytes()
+    )
+
+
+def float_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a float32/float64 TensorProto (packed content or value lists) to an array."""
+    shape = [dim.size for dim in tensor.tensor_shape.dim]
+    dtype: type[np.floating[Any]]
+    if tensor.dtype == types_pb2.DT_FLOAT:
+        dtype, values = np.float32, tensor.float_val
+    elif tensor.dtype == types_pb2.DT_DOUBLE:
+        dtype, values = np.float64, tensor.double_val
+    else:
+        raise ModelError(f"the model answered {types_pb2.DataType.Name(tensor.dtype)} scores")
+    if tensor.tensor_content:
+        array = np.frombuffer(tensor.tensor_content, dtype=dtype)
+    else:
+        array = np.asarray(values, dtype=dtype)
+    if array.size != int(np.prod(shape)):
+        raise ModelError(f"the model answered {array.size} values for shape {shape}")
+    return array.reshape(shape).astype(np.float64)
+
+
+def map_rpc_error(exc: grpc.RpcError, settings: Settings, what: str) -> GatewayError:
+    """Turn a gRPC failure into the gateway error with the fitting HTTP status."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ModelUnavailable(
+            f"the model server is unavailable ({what}: {code.name}); retry later",
+            retry_after=settings.retry_after,
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return ModelUnavailable(
+            f"the model is not loaded ({what}: {details}); retry later",
+            retry_after=settings.retry_after,
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ModelUnavailable(
+            f"the model server is overloaded or the request is too large ({details})",
+            retry_after=settings.retry_after,
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ModelTimeout(
+            f"the model did not answer within {settings.model_timeout:g} s ({what})"
+        )
+    return ModelError(f"the model server failed ({what}: {code.name}: {details})")
+
+
+class TFServingPredictor:
+    """A `Predictor` talking to TF Serving over one gRPC channel per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: prediction_service_pb2_grpc.PredictionServiceStub | None = None
+        self._info: ModelInfo | None = None
+        self._info_expires = 0.0
+        self._info_lock = threading.Lock()
+
+    # -- the channel ------------------------------------------------------------------------
+    def stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
+        """The process's stub; the channel is created lazily, after any fork."""
+        with self._lock:
+            if self._stub is None or self._pid != os.getpid():
+                # a channel inherited from a parent process must not be used; make our own
+                self._channel = grpc.insecure_channel(
+                    self.settings.tf_serving_host, options=channel_options(self.settings)
+                )
+                self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+                self._pid = os.getpid()
+            return self._stub
+
+    def close(self) -> None:
+        """Close this process's channel."""
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = self._stub = None
+
+    def _call(self, method: str, request: Any, request_id: str, what: str) -> Any:
+        rpc = getattr(self.stub(), method)
+        try:
+            return rpc(
+                request,
+                timeout=self.settings.model_timeout,
+                metadata=(("x-request-id", request_id),),
+            )
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, self.settings, what) from None
+
+    # -- model discovery --------------------------------------------------------------------
+    def model_info(self, request_id: str) -> ModelInfo:
+        """The cached model description, re-read after the TTL (a failed re-read keeps it)."""
+        info = self._info
+        if info is not None and time.monotonic() < self._info_expires:
+            return info
+        with self._info_lock:
+            if self._info is not None and time.monotonic() < self._info_expires:
+                return self._info
+            try:
+                fresh = self.discover(request_id)
+            except GatewayError as exc:
+                if self._info is None or isinstance(exc, ModelIncompatible):
+                    log.error(
+                        "model not usable: %s",
+                        exc.message,
+                        extra={"request_id": request_id, "error_code": exc.code},
+                    )
+                    raise
+                # TF Serving blipped: keep serving with what we know and try again soon
+                log.warning(
+                    "model metadata refresh failed, keeping version %s: %s",
+                    self._info.version,
+                    exc.message,
+                    extra={"request_id": request_id},
+                )
+                self._info_expires = time.monotonic() + min(5.0, self.settings.model_info_ttl)
+                return self._info
+            if fresh != self._info:
+                log.info(
+                    "model %s version %s: %d labels, input %dx%d, resize %s%s",
+                    fresh.name,
+                    fresh.version,
+                    len(fresh.labels),
+                    fresh.resize.width,
+                    fresh.resize.height,
+                    fresh.resize.interpolation,
+                    " + jpeg draft" if fresh.resize.jpeg_draft else "",
+                    extra={"request_id": request_id},
+                )
+            self._info = fresh
+            self._info_expires = time.monotonic() + self.settings.model_info_ttl
+            return fresh
+
+    def invalidate(self) -> None:
+        """Forget the cached description so the next call re-reads it."""
+        self._info_expires = 0.0
+
+    def discover(self, request_id: str) -> ModelInfo:
+        """Read the served model's signatures and description and check the gateway can feed it."""
+        name = self.settings.model_name
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = name
+        response = self._call("GetModelMetadata", request, request_id, "GetModelMetadata")
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" not in response.metadata or not response.metadata[
+            "signature_def"
+        ].Unpack(signatures):
+            raise ModelIncompatible(f"model {name!r} reported no signature_def metadata")
+        version = response.model_spec.version.value
+        defs = signatures.signature_def
+        if SERVING_SIGNATURE not in defs:
+            raise ModelIncompatible(
+                f"model {name!r} version {version} has no {SERVING_SIGNATURE!r} signature "
+                f"(it has: {', '.join(sorted(defs)) or 'none'})"
+            )
+        serving = defs[SERVING_SIGNATURE]
+        if DESCRIBE_SIGNATURE in defs:
+            description = self._describe(defs[DESCRIBE_SIGNATURE], request_id)
+            return info_from_description(name, version, serving, description)
+        return self._fallback_info(name, version, serving)
+
+    def _describe(self, signature: Any, request_id: str) -> dict[str, Any]:
+        name = self.settings.model_name
+        input_name, height, width = image_input(name, DESCRIBE_SIGNATURE, signature)
+        if "description" not in signature.outputs:
+            raise ModelIncompatible(f"model {name!r}: 'describe' has no 'description' output")
+        request = predict_pb2.PredictRequest(
+            signature_name=DESCRIBE_SIGNATURE, output_filter=["description"]
+        )
+        request.model_spec.name = name
+        request.inputs[input_name].CopyFrom(
+            uint8_tensor(np.zeros((1, height, width, 3), dtype=np.uint8))
+        )
+        response = self._call("Predict", request, request_id, "describe")
+        tensor = response.outputs["description"]
+        raw = tensor.string_val[0] if tensor.string_val else b""
+        try:
+            description = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelIncompatible(
+                f"model {name!r}: its description is not JSON ({exc})"
+            ) from None
+        if not isinstance(description, dict):
+            raise ModelIncompatible(f"model {name!r}: its description is not a JSON object")
+        return description
+
+    def _fallback_info(self, name: str, version: int, serving: Any) -> ModelInfo:
+        labels = self.settings.fallback_labels
+        if not labels:
+            raise ModelIncompatible(
+                f"model {name!r} version {version} has no 'describe' signature and "
+                "GATEWAY_LABELS is not set, so the gateway does not know its labels"
+            )
+        input_name, height, width = image_input(name, SERVING_SIGNATURE, serving)
+        scores = scores_output(name, serving, None, len(labels))
+        return ModelInfo(
+            name=name,
+            version=version,
+            labels=labels,
+            resize=ResizeSpec(
+                height,
+                width,
+                self.settings.fallback_interpolation,
+                self.settings.fallback_jpeg_draft,
+            ),
+            input_name=input_name,
+            scores_output=scores,
+        )
+
+    # -- prediction -------------------------------------------------------------------------
+    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
+        """Score a batch of uint8 NxHxWx3 images in one Predict call."""
+        info = self.model_info(request_id)
+        request = predict_pb2.PredictRequest(
+            signature_name=info.signature, output_filter=[info.scores_output]
+        )
+        request.model_spec.name = info.name
+        request.inputs[info.input_name].CopyFrom(uint8_tensor(images))
+        response = self._call("Predict", request, request_id, "Predict")
+        if info.scores_output not in response.outputs:
+            raise ModelError(f"the model's answer has no {info.scores_output!r} output")
+        scores = float_array(response.outputs[info.scores_output])
+        if scores.shape != (len(images), len(info.labels)):
+            # most likely a new model version with other labels: re-read it next time
+            self.invalidate()
+            raise ModelUnavailable(
+                f"the model answered scores of shape {list(scores.shape)} for "
+                f"{len(images)} images and {len(info.labels)} labels; it is probably "
+                "being replaced, retry",
+                retry_after=1,
+            )
+        served_version = response.model_spec.version.value
+        if served_version and served_version != info.version:
+            self.invalidate()
+            info = replace(info, version=served_version)
+        return Prediction(model=info, scores=scores)
+
+
+def image_input(model: str, signature_name: str, signature: Any) -> tuple[str, int, int]:
+    """The signature's single uint8 [-1, H, W, 3] input as (name, H, W), or ModelIncompatible."""
+    if len(signature.inputs) != 1:
+        raise ModelIncompatible(
+            f"model {model!r}: signature {signature_name!r} has inputs "
+            f"{sorted(signature.inputs)}; the gateway feeds exactly one image input"
+        )
+    ((input_name, tensor),) = signature.inputs.items()
+    dims = [dim.size for dim in tensor.tensor_shape.dim]
+    dtype = types_pb2.DataType.Name(tensor.dtype).removeprefix("DT_").lower()
+    if (
+        tensor.dtype != types_pb2.DT_UINT8
+        or tensor.tensor_shape.unknown_rank
+        or len(dims) != 4
+        or dims[0] not in (-1, 0)
+        or dims[1] <= 0
+        or dims[2] <= 0
+        or dims[3] != 3
+    ):
+        shape = "unknown rank" if tensor.tensor_shape.unknown_rank else str(dims)
+        raise ModelIncompatible(
+            f"model {model!r}: input {input_name!r} of {signature_name!r} is {dtype} {shape}; "
+            "the gateway feeds uint8 [-1, H, W, 3] images"
+        )
+    return input_name, dims[1], dims[2]
+
+
+def scores_output(model: str, signature: Any, wanted: str | None, num_labels: int) -> str:
+    """The name of the float [-1, K] scores output (the named one, else the only such output)."""
+    candidates = [wanted] if wanted else list(signature.outputs)
+    found = []
+    for name in candidates:
+        if name not in signature.outputs:
+            continue
+        tensor = signature.outputs[name]
+        dims = [dim.size for dim in tensor.tensor_shape.dim]
+        if tensor.dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE) and len(dims) == 2:
+            if dims[1] not in (-1, num_labels):
+                raise ModelIncompatible(
+                    f"model {model!r}: output {name!r} has {dims[1]} scores per image but "
+                    f"there are {num_labels} labels"
+                )
+            found.append(name)
+    if len(found) != 1:
+        raise ModelIncompatible(
+            f"model {model!r}: cannot find one float [-1, {num_labels}] scores output "
+            f"(outputs: {sorted(signature.outputs)})"
+        )
+    return found[0]
+
+
+def info_from_description(
+    model: str, version: int, serving: Any, description: dict[str, Any]
+) -> ModelInfo:
+    """Build the ModelInfo from the contract's description, checked against the signature."""
+    input_name, height, width = image_input(model, SERVING_SIGNATURE, serving)
+    labels = description.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelIncompatible(f"model {model!r}: the description has no list of labels")
+    wanted_input = _get(description, "input", "name") or input_name
+    if wanted_input != input_name:
+        raise ModelIncompatible(
+            f"model {model!r}: the description names input {wanted_input!r} but "
+            f"{SERVING_SIGNATURE!r} takes {input_name!r}"
+        )
+    for key, actual in (("height", height), ("width", width)):
+        described = _get(description, "input", key)
+        if described is not None and described != actual:
+            raise ModelIncompatible(
+                f"model {model!r}: the description says input {key} {described} but the "
+                f"signature says {actual}"
+            )
+    interpolation = _get(description, "resize", "interpolation") or "nearest"
+    if interpolation not in RESAMPLING:
+        raise ModelIncompatible(
+            f"model {model!r}: unknown resize interpolation {interpolation!r} "
+            f"(the gateway knows {', '.join(RESAMPLING)})"
+        )
+    library = _get(description, "resize", "library") or "pillow"
+    if library != "pillow":
+        raise ModelIncompatible(f"model {model!r}: resize library {library!r} is not pillow")
+    scores = scores_output(
+        model, serving, _get(description, "outputs", "scores") or "scores", len(labels)
+    )
+    return ModelInfo(
+        name=model,
+        version=version,
+        labels=tuple(labels),
+        resize=ResizeSpec(
+            height, width, interpolation, bool(_get(description, "resize", "jpeg_draft"))
+        ),
+        input_name=input_name,
+        scores_output=scores,
+        description=description,
+    )
+
+
+def _get(mapping: dict[str, Any], *keys: str) -> Any:
+    value: Any = mapping
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value

@@ -1,0 +1,61 @@
+"""gunicorn settings for the gateway: `gunicorn -c gunicorn.conf.py gateway.wsgi:app`.
+
+Values come from the same typed settings as the app (GATEWAY_BIND, GATEWAY_WORKERS, ...).
+gthread workers: downloads are slow I/O and grpc is not safe under gevent without its gevent
+integration, so each worker runs a pool of real threads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway.settings import Settings
+
+settings = Settings.from_env()
+
+# prometheus_client decides on multiprocess mode when it is first imported, so the directory
+# must be in the environment before any worker imports the app.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+
+bind = [settings.bind]
+worker_class = "gthread"
+workers = settings.workers
+threads = settings.threads
+timeout = settings.worker_timeout
+graceful_timeout = settings.graceful_timeout
+max_requests = settings.max_requests
+max_requests_jitter = max(0, settings.max_requests // 10)
+keepalive = 5
+preload_app = False  # each worker builds its app (and its gRPC channel) after the fork
+accesslog = None  # the app logs one JSON line per request
+errorlog = "-"
+loglevel = settings.log_level.lower()
+if Path("/dev/shm").is_dir():  # noqa: S108 - gunicorn's heartbeat files, not data
+    worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty metrics directory (values of a previous run would be added)."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Tell prometheus_client a worker is gone so its live gauges are dropped."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
