@@ -9,7 +9,7 @@ GATEWAY_VENV := $(CURDIR)/.venv-gateway
 TOOLS_VENV := $(CURDIR)/.venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help uv sync gateway-env tools-env local test lint typecheck pytest bench fuzz soak clean
+.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench fuzz soak clean
 
 help:
 	@echo "make local   run the model server and the gateway on loopback with the demo model"
@@ -35,6 +35,10 @@ tools-env: uv
 	@test -x $(TOOLS_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(TOOLS_VENV)
 	$(UV) pip sync --quiet --python $(TOOLS_VENV)/bin/python requirements/tools.txt
 
+# Headless Chromium (Debian's package) for the web page's end-to-end test; we are root here and in CI.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 local: sync gateway-env
 	$(UV) run --frozen python scripts/local_stack.py
 
@@ -45,7 +49,7 @@ lint: sync
 typecheck: sync
 	$(UV) run --frozen mypy
 
-pytest: sync gateway-env tools-env
+pytest: sync gateway-env tools-env browser
 	$(UV) run --frozen pytest
 
 test: lint typecheck pytest
