@@ -1,0 +1,117 @@
+"""Fixtures for the gateway's unit tests: settings, app, client, a real loopback server."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from gateway.app import create_app
+from gateway.errors import ModelError, ModelTimeout, ModelUnavailable
+from gateway.settings import Settings
+from werkzeug.serving import make_server
+
+from tests.gateway.support import (
+    COLOURS,
+    Canary,
+    ImageHost,
+    Route,
+    ScriptedPredictor,
+    image_bytes,
+    serve_images,
+)
+
+MAX_IMAGE_BYTES = 200_000
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Small limits and short deadlines; loopback image hosts allowed."""
+    return Settings(
+        allow_private_urls=True,
+        download_timeout=1.5,
+        read_timeout=1.0,
+        connect_timeout=1.0,
+        max_image_bytes=MAX_IMAGE_BYTES,
+        max_body_bytes=MAX_IMAGE_BYTES + 50_000,
+        max_image_pixels=1_000_000,
+        batch_max_urls=4,
+        retry_after=7,
+    )
+
+
+@pytest.fixture(scope="session")
+def image_host() -> Iterator[ImageHost]:
+    """A loopback image host with good, broken and hostile answers."""
+    routes = {
+        "/red.jpg": Route(image_bytes("JPEG", COLOURS["red"])),
+        "/green.png": Route(image_bytes("PNG", COLOURS["green"]), content_type="image/png"),
+        "/blue.webp": Route(image_bytes("WEBP", COLOURS["blue"]), content_type="image/webp"),
+        "/error": Route(b"boom", 500, "text/plain"),
+        "/slow.jpg": Route(image_bytes("JPEG"), delay=5.0),
+        "/huge.jpg": Route(b"\xff" * (MAX_IMAGE_BYTES + 1)),
+        "/page.html": Route(b"<html><body>not an image</body></html>", content_type="text/html"),
+        "/truncated.jpg": Route(image_bytes("JPEG", size=(400, 300))[:600]),
+        "/wide.png": Route(image_bytes("PNG", size=(2000, 600)), content_type="image/png"),
+    }
+    with serve_images(routes) as host:
+        yield host
+
+
+@pytest.fixture
+def canary() -> Iterator[Canary]:
+    """A loopback listener that must see no connection."""
+    listener = Canary()
+    yield listener
+    listener.close()
+
+
+FAILURES = {
+    "fail-unavailable": ModelUnavailable("the model server is unavailable", retry_after=7),
+    "fail-timeout": ModelTimeout("the model did not answer in time"),
+    "fail-error": ModelError("the model server failed"),
+}
+
+
+@pytest.fixture(scope="session")
+def predictor() -> ScriptedPredictor:
+    """The colour predictor, failing on the request ids in FAILURES."""
+    return ScriptedPredictor(FAILURES)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, predictor: ScriptedPredictor) -> Flask:
+    """The gateway with the colour predictor and the real downloader."""
+    return create_app(settings, predictor=predictor)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _serve(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def server(app: Flask) -> Iterator[str]:
+    """The app behind a real threaded HTTP server on loopback; yields its base URL."""
+    yield from _serve(app)
+
+
+@pytest.fixture(scope="session")
+def strict_server(predictor: ScriptedPredictor, settings: Settings) -> Iterator[str]:
+    """Like `server` but with the production URL policy (no private addresses)."""
+    strict = replace(settings, allow_private_urls=False)
+    yield from _serve(create_app(strict, predictor=predictor))
