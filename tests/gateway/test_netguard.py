@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 from gateway.errors import BlockedURL, ForbiddenURL, InvalidURL
-from gateway.netguard import address_reason, check_address, parse_url
+from gateway.netguard import REASONS, address_reason, check_address, parse_url
 
 # Every special-purpose range, with an address inside it and the reason it must be refused.
 REFUSED_ADDRESSES = [
@@ -106,6 +106,7 @@ def test_special_addresses_are_refused_with_their_reason(address: str, reason: s
     with pytest.raises(BlockedURL) as caught:
         check_address(address)
     assert caught.value.reason == reason
+    assert reason in REASONS
     assert isinstance(caught.value, ForbiddenURL)
     assert (caught.value.status, caught.value.code) == (400, "forbidden_url")
 

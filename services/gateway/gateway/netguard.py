@@ -36,6 +36,25 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_LENGTH: Final = 2048
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
+# Every `BlockedURL.reason` this module raises (a bounded set, fit for a metrics label).
+REASONS: Final = frozenset(
+    {
+        "scheme",
+        "credentials",
+        "bad_address",
+        "unspecified",
+        "broadcast",
+        "metadata",
+        "loopback",
+        "private",
+        "link_local",
+        "cgnat",
+        "multicast",
+        "documentation",
+        "benchmark",
+        "reserved",
+    }
+)
 # Reasons `allow_private` lets through; everything else is refused whatever the settings.
 PRIVATE_REASONS: Final = frozenset({"loopback", "private"})
 
