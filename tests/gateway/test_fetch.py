@@ -57,6 +57,7 @@ class ImageHost(ThreadingHTTPServer):
     """A loopback image host that records what it was asked."""
 
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs under the concurrent test
 
     def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
         self.seen: list[SeenRequest] = []
