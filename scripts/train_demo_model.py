@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services" / "gateway"))
-from gateway.preprocessing import ResizeSpec, to_model_input  # noqa: E402
+from gateway.preprocessing import ResizeSpec, to_model_input
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "clothing-dataset-small"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -100,8 +100,11 @@ def train(args: argparse.Namespace) -> dict:
     x_val, y_val, val_classes = load_split(args.data_dir / "validation", spec)
     if classes != val_classes:
         raise UsageError("train and validation splits have different classes")
-    print(f"loaded {len(x_train)} train / {len(x_val)} validation photos "
-          f"in {time.monotonic() - started:.0f}s", flush=True)
+    print(
+        f"loaded {len(x_train)} train / {len(x_val)} validation photos "
+        f"in {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
 
     def scale(images, labels):  # type: ignore[no-untyped-def]
         # xception-style scaling; the exporter re-adds it in the serving graph
@@ -119,8 +122,10 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(args.size, len(classes), args.width, args.seed)
     steps = args.epochs * int(np.ceil(len(x_train) / args.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps - args.warmup_epochs * steps // args.epochs,
-        warmup_target=args.learning_rate, warmup_steps=args.warmup_epochs * steps // args.epochs,
+        0.0,
+        steps - args.warmup_epochs * steps // args.epochs,
+        warmup_target=args.learning_rate,
+        warmup_steps=args.warmup_epochs * steps // args.epochs,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
@@ -129,8 +134,11 @@ def train(args: argparse.Namespace) -> dict:
     )
     print(f"model: {model.count_params():,} parameters, input {args.size}px", flush=True)
     history = model.fit(
-        train_ds, epochs=args.epochs, validation_data=val_ds,
-        validation_freq=args.validation_every, verbose=2,
+        train_ds,
+        epochs=args.epochs,
+        validation_data=val_ds,
+        validation_freq=args.validation_every,
+        verbose=2,
     )
     _, val_accuracy = model.evaluate(val_ds, verbose=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
