@@ -252,10 +252,9 @@ class TFServingPredictor:
         input_name, height, width = image_input(name, DESCRIBE_SIGNATURE, signature)
         if "description" not in signature.outputs:
             raise ModelIncompatible(f"model {name!r}: 'describe' has no 'description' output")
-        request = predict_pb2.PredictRequest(
-            signature_name=DESCRIBE_SIGNATURE, output_filter=["description"]
-        )
+        request = predict_pb2.PredictRequest(output_filter=["description"])
         request.model_spec.name = name
+        request.model_spec.signature_name = DESCRIBE_SIGNATURE
         request.inputs[input_name].CopyFrom(
             uint8_tensor(np.zeros((1, height, width, 3), dtype=np.uint8))
         )
@@ -299,10 +298,9 @@ class TFServingPredictor:
     def predict(self, images: np.ndarray, request_id: str) -> Prediction:
         """Score a batch of uint8 NxHxWx3 images in one Predict call."""
         info = self.model_info(request_id)
-        request = predict_pb2.PredictRequest(
-            signature_name=info.signature, output_filter=[info.scores_output]
-        )
+        request = predict_pb2.PredictRequest(output_filter=[info.scores_output])
         request.model_spec.name = info.name
+        request.model_spec.signature_name = info.signature
         request.inputs[info.input_name].CopyFrom(uint8_tensor(images))
         response = self._call("Predict", request, request_id, "Predict")
         if info.scores_output not in response.outputs:
