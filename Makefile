@@ -9,7 +9,7 @@ GATEWAY_VENV := $(CURDIR)/.venv-gateway
 TOOLS_VENV := $(CURDIR)/.venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench fuzz soak clean
+.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env fuzz soak clean
 
 help:
 	@echo "make local   run the model server and the gateway on loopback with the demo model"
@@ -54,7 +54,13 @@ pytest: sync gateway-env tools-env browser
 
 test: lint typecheck pytest
 
-bench: sync gateway-env
+# The seed gateway's environment (Flask + TensorFlow), the benchmarks' baseline, and wrk (Debian).
+bench-env: uv
+	@test -x $(CURDIR)/.venv-seed/bin/python || $(UV) venv --quiet --python $(PYTHON) $(CURDIR)/.venv-seed
+	$(UV) pip sync --quiet --python $(CURDIR)/.venv-seed/bin/python benchmarks/requirements-seed.txt
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y --no-install-recommends wrk)
+
+bench: sync gateway-env bench-env
 	$(UV) run --frozen python -m benchmarks
 
 clean:

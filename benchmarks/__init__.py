@@ -1,0 +1,1 @@
+"""Benchmarks of the serving stack against the seed: `python -m benchmarks` (`make bench`)."""

@@ -1,0 +1,39 @@
+"""The demo model re-exported with the seed's contract, for the seed-style gateway baseline.
+
+The seed's Xception took float32 `input_8` already scaled by `x/127.5-1` and answered `dense_7`.
+Wrapping the demo SavedModel that way keeps the network identical, so a comparison between the
+gateways measures their own cost plus the 4x larger float32 payload the seed's contract implies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SEED_INPUT = "input_8"
+SEED_OUTPUT = "dense_7"
+
+
+def export_seed_model(demo_version_dir: Path, target: Path, height: int, width: int) -> Path:
+    """Write `<target>/1`: a float32 `input_8` -> `dense_7` signature around the demo model."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(demo_version_dir))
+    serving = loaded.signatures["serving_default"]
+    input_name = next(iter(serving.structured_input_signature[1]))
+
+    class SeedContract(tf.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        def serve(self, input_8: Any) -> dict[str, Any]:
+            pixels = tf.cast(tf.clip_by_value(tf.round((input_8 + 1.0) * 127.5), 0, 255), tf.uint8)
+            scores = self.inner.signatures["serving_default"](**{input_name: pixels})["scores"]
+            return {SEED_OUTPUT: scores}
+
+    module = SeedContract(loaded)
+    version_dir = target / "1"
+    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
+    return version_dir
