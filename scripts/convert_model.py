@@ -634,12 +634,17 @@ def _commit(staging: Path, final: Path, *, replace: bool) -> None:
     # version and make the server unload it, so swap the two folders atomically where we can.
     if replace and final.exists():
         if _renameat2(staging, final, _RENAME_EXCHANGE):
-            shutil.rmtree(staging)  # now holds the replaced version
+            shutil.rmtree(staging, ignore_errors=True)  # now holds the replaced version
             return
         retired = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
         final.rename(retired / final.name)
-        staging.rename(final)
-        shutil.rmtree(retired)
+        try:
+            staging.rename(final)
+        except OSError:
+            (retired / final.name).rename(final)
+            retired.rmdir()
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
         return
     try:
         renamed = _renameat2(staging, final, _RENAME_NOREPLACE)
