@@ -1,0 +1,130 @@
+"""The real stack on loopback: the model server, gunicorn + gateway from .venv-gateway, and a
+loopback HTTP server holding the validation photos."""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from local_stack import Running, start_gateway, start_model_server
+
+from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON
+
+PHOTOS_PER_CLASS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def latest_version(base: Path) -> Path:
+    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name))
+
+
+@pytest.fixture(scope="session")
+def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed demo model; a small contract model while it is not there yet."""
+    if DEMO_MODEL_BASE.is_dir() and any(p.name.isdigit() for p in DEMO_MODEL_BASE.iterdir()):
+        return DEMO_MODEL_BASE
+    from tests.e2e.contract_model import export
+
+    return export(tmp_path_factory.mktemp("model") / "clothing-model")
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def model_server(model_base: Path, logs: Path) -> Iterator[Running]:
+    """The model server (tensorflow_model_server if installed, else the devserver)."""
+    with start_model_server(
+        model_base, grpc_port=free_port(), rest_port=free_port(), python=sys.executable,
+        log=logs / "model-server.log",
+    ) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="session")
+def gateway(model_server: Running, logs: Path) -> Iterator[Running]:
+    """gunicorn with two gthread workers, from .venv-gateway."""
+    if not GATEWAY_PYTHON.exists():
+        pytest.fail(f"{GATEWAY_PYTHON} is missing: run `make gateway-env`")
+    env = {"GATEWAY_ALLOW_PRIVATE_URLS": "true", "GATEWAY_WORKERS": "2", "GATEWAY_THREADS": "4"}
+    with start_gateway(
+        tf_serving_host=model_server.grpc_target, port=free_port(), env=env,
+        log=logs / "gateway.log",
+    ) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="session")
+def photo_server(dataset_dir: Path) -> Iterator[str]:
+    """The dataset served over HTTP on 127.0.0.1; yields its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(dataset_dir))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def photos(dataset_dir: Path) -> list[Path]:
+    """A fixed sample of validation photos: the first few of every class."""
+    chosen: list[Path] = []
+    for class_dir in sorted((dataset_dir / "validation").iterdir()):
+        chosen += sorted(class_dir.glob("*.jpg"))[:PHOTOS_PER_CLASS]
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def reference(model_base: Path, photos: list[Path]) -> dict[Path, str]:
+    """The exported model's own top class per photo, computed in this process with TF."""
+    import tensorflow as tf
+    from gateway.preprocessing import ResizeSpec, to_model_input
+
+    version = latest_version(model_base)
+    description = json.loads((version / "assets.extra" / "model_description.json").read_text())
+    resize = description.get("resize", {})
+    spec = ResizeSpec(
+        description["input"]["height"],
+        description["input"]["width"],
+        resize.get("interpolation", "nearest"),
+        bool(resize.get("jpeg_draft", False)),
+    )
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    batch = np.stack([to_model_input(p.read_bytes(), spec) for p in photos])
+    scores = serve(images=tf.constant(batch))["scores"].numpy()
+    labels = description["labels"]
+    return {p: labels[int(i)] for p, i in zip(photos, scores.argmax(axis=1), strict=True)}
+
+
+def photo_url(photo_server: str, dataset_dir: Path, photo: Path) -> str:
+    return f"{photo_server}/{photo.relative_to(dataset_dir).as_posix()}"
+
+
+@pytest.fixture(scope="session")
+def gateway_url(gateway: Running) -> str:
+    """The running gateway's base URL."""
+    return gateway.url
