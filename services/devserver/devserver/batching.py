@@ -102,6 +102,11 @@ class BatchScheduler:
             thread.join(timeout=30)
         self._threads.clear()
 
+    def enqueued_batches(self) -> int:
+        """Batches waiting for a batch thread, open ones included."""
+        with self._cond:
+            return sum(len(q.closed) + (q.open is not None) for q in self._queues.values())
+
     def run(
         self,
         servable: Servable,

@@ -344,7 +344,10 @@ def _scalar_text(value: Any, dtype: int, as_bytes: bool) -> str:
     return str(int(value))
 
 
-def _tensor_text(array: np.ndarray, dtype: int, as_bytes: bool) -> str:
+def _tensor_text(array: Any, dtype: int, as_bytes: bool) -> str:
+    # Iterating an object array yields bare bytes, a numeric one NumPy scalars.
+    if not isinstance(array, np.ndarray):
+        return _scalar_text(array, dtype, as_bytes)
     if array.ndim == 0:
         return _scalar_text(array[()], dtype, as_bytes)
     return "[" + ", ".join(_tensor_text(part, dtype, as_bytes) for part in array) + "]"

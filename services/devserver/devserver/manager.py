@@ -83,13 +83,17 @@ class ServableManager:
             return
 
         def loop() -> None:
+            last_problem: dict[str, str] = {}
             while not self._stop.wait(interval_seconds):
                 for model in self._models.values():
                     try:
-                        for message in self._sync_model(model):
-                            log.error("%s", message)
+                        problem = "; ".join(self._sync_model(model))
                     except OSError as err:
-                        log.error("cannot scan %s: %s", model.base_path, err)
+                        problem = f"cannot scan {model.base_path}: {err.strerror}"
+                    # Report a problem once, not on every poll.
+                    if problem and problem != last_problem.get(model.name):
+                        log.error("%s", problem)
+                    last_problem[model.name] = problem
 
         self._poller = threading.Thread(target=loop, name="devserver-fs-poll", daemon=True)
         self._poller.start()

@@ -1,0 +1,196 @@
+"""Loading, warm-up replay, version polling, startup failures and the real process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+from devserver.manager import StartupError
+from devserver.server import ModelServer
+from devserver.settings import ModelConfig, Settings
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from tests.devserver import tiny_model
+from tests.devserver.conftest import MODEL_NAME, free_port, warmup_requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAFETY_SECONDS = 300  # bounds for waiting on real processes, never asserted as speed
+
+
+def portless(base: Path, **changes) -> Settings:
+    return Settings(
+        models=(ModelConfig(MODEL_NAME, base),), grpc_port=0, rest_api_port=0, **changes
+    )
+
+
+def test_warmup_records_are_replayed_before_serving(model_base):
+    server = ModelServer(portless(model_base))
+    server.start()
+    try:
+        servable = server.manager.specific(MODEL_NAME, 2)
+        assert servable.warmup_records == len(warmup_requests())
+        assert servable.calls == len(warmup_requests())
+    finally:
+        server.stop(0)
+
+
+def test_warmup_can_be_switched_off(model_base):
+    server = ModelServer(portless(model_base, enable_model_warmup=False))
+    server.start()
+    try:
+        assert server.manager.specific(MODEL_NAME, 2).calls == 0
+    finally:
+        server.stop(0)
+
+
+def test_failing_warmup_record_fails_the_load(model_base, tmp_path):
+    base = tmp_path / MODEL_NAME
+    shutil.copytree(model_base / "1", base / "1")
+    bad = tiny_model.predict_request(tiny_model.random_images(1, seed=300))
+    bad.inputs["pictures"].CopyFrom(bad.inputs.pop("images"))
+    tiny_model.write_warmup(base / "1", [warmup_requests()[0], bad])
+    server = ModelServer(portless(base))
+    with pytest.raises(
+        StartupError, match=r"Warm-up record 2 of .* failed: Signature input alias: images"
+    ):
+        server.start()
+    server.stop(0)
+    states = server.manager.version_states(MODEL_NAME)
+    assert states[1].state == "END" and states[1].error_code == "UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", "Could not find base path"),
+        ("empty", "No versions of servable tiny found under base path"),
+        ("not-a-model", "SavedModel not found in export directory"),
+    ],
+)
+def test_startup_fails_without_a_loadable_version(tmp_path, layout, message):
+    base = tmp_path / MODEL_NAME
+    if layout != "missing":
+        base.mkdir()
+        (base / "not-a-version").mkdir()
+    if layout == "not-a-model":
+        (base / "4").mkdir()
+    server = ModelServer(portless(base))
+    with pytest.raises(StartupError, match=message):
+        server.start()
+    server.stop(0)
+
+
+def test_new_version_is_picked_up_by_polling(model_base, tmp_path):
+    base = tmp_path / MODEL_NAME
+    shutil.copytree(model_base / "1", base / "1")
+    server = ModelServer(portless(base, file_system_poll_wait_seconds=1))
+    server.start()
+    try:
+        assert [s.version for s in server.manager.available()] == [1]
+        # Copy under a non-numeric name, then rename: the poller never sees half a version.
+        shutil.copytree(model_base / "2", base / "incoming")
+        (base / "incoming").rename(base / "2")
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while time.monotonic() < deadline:
+            states = server.manager.version_states(MODEL_NAME)
+            if states.get(1) and states[1].state == "END":
+                break
+            time.sleep(0.2)
+        states = server.manager.version_states(MODEL_NAME)
+        assert states[2].state == "AVAILABLE"
+        assert states[1].state == "END"
+        assert [s.version for s in server.manager.available()] == [2]
+    finally:
+        server.stop(0)
+
+
+def _read_lines(stream, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base):
+    grpc_port, rest_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "services" / "devserver"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devserver",
+            "--port",
+            str(grpc_port),
+            "--rest_api_port",
+            str(rest_port),
+            "--model_name",
+            MODEL_NAME,
+            "--model_base_path",
+            str(model_base),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    reader = threading.Thread(target=_read_lines, args=(process.stderr, lines), daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while not any("AVAILABLE:" in line for line in seen):
+            assert process.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
+        ready = next(line for line in seen if "AVAILABLE:" in line)
+        assert f"{MODEL_NAME} version 2" in ready and f"{MODEL_NAME} version 1" not in ready
+        assert f"gRPC 127.0.0.1:{grpc_port}" in ready and f"REST 127.0.0.1:{rest_port}" in ready
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            # The default policy serves only the latest version, as TF Serving does.
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = MODEL_NAME
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                status_request, timeout=30
+            )
+            assert [s.version for s in status.model_version_status] == [2]
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = tiny_model.predict_request(tiny_model.random_images(1, seed=400))
+            response = stub.Predict(request, timeout=30, metadata=[("x-request-id", "proc-7")])
+            assert response.model_spec.version.value == 2
+            request.model_spec.version.value = 1
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(request, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        rest = requests.get(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", timeout=30)
+        assert rest.json()["model_version_status"][0]["state"] == "AVAILABLE"
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=SAFETY_SECONDS) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=10)
+    process.stderr.close()
+    while not lines.empty():
+        seen.append(lines.get())
+    log = "".join(seen)
+    assert "x-request-id=proc-7" in log
+    assert "Received SIGTERM, shutting down" in log and "Server stopped" in log
