@@ -34,6 +34,7 @@ graceful_timeout = settings.graceful_timeout
 max_requests = settings.max_requests
 max_requests_jitter = max(0, settings.max_requests // 10)
 keepalive = 5
+control_socket_disable = True  # no runtime-management socket in $HOME (gunicorn >= 25.1)
 preload_app = False  # each worker builds its app (and its gRPC channel) after the fork
 accesslog = None  # the app logs one JSON line per request
 errorlog = "-"
