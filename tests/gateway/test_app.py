@@ -342,11 +342,13 @@ def test_openapi_document_is_served_and_lists_every_error_code(server: str) -> N
 
 
 def test_index_page_is_served_when_installed(client: FlaskClient) -> None:
-    response = client.get("/")
-    if (STATIC_DIR / "index.html").is_file():
-        assert response.status_code == 200 and response.mimetype == "text/html"
-    else:
-        assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+    with client.get("/") as response:
+        if (STATIC_DIR / "index.html").is_file():
+            assert response.status_code == 200 and response.mimetype == "text/html"
+            assert b"<html" in response.get_data().lower()
+        else:
+            assert response.status_code == 404
+            assert response.json["error"]["code"] == "not_found"
 
 
 def test_one_json_log_line_per_request(app: Flask, image_host: ImageHost) -> None:
