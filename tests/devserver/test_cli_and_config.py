@@ -130,10 +130,19 @@ def test_batching_parameters_text_proto():
     assert parse_batching_parameters("").max_batch_size == 1000
 
 
+def test_the_projects_batching_file_parses():
+    path = REPO_ROOT / "services" / "model" / "batching_parameters.txt"
+    if not path.is_file():
+        pytest.skip("services/model/batching_parameters.txt is not there")
+    params = parse_batching_parameters(path.read_text(), str(path))
+    assert params.max_batch_size >= 1 and params.num_batch_threads >= 1
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("max_batch_size { value: 8 } pad_variable_length_inputs: true", "pad_variable_length"),
+        ("max_batch_size { value: 8 } pad_variable_length_inputs: true", "is not supported"),
+        ("max_batch_size { value: 8 } enable_large_batch_splitting { value: true }", "no field"),
         ("max_batch_size: 8", "max_batch_size"),
         ("max_batch_size { value: 0 }", "max_batch_size must be at least 1"),
         (

@@ -18,7 +18,7 @@ import pytest
 import requests
 from devserver.manager import StartupError
 from devserver.server import ModelServer
-from devserver.settings import ModelConfig, Settings
+from devserver.settings import BatchingParameters, ModelConfig, Settings
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -72,6 +72,19 @@ def test_failing_warmup_record_fails_the_load(model_base, tmp_path):
     server.stop(0)
     states = server.manager.version_states(MODEL_NAME)
     assert states[1].state == "END" and states[1].error_code == "UNKNOWN"
+
+
+def test_batching_refuses_warmup_fetching_unbatched_outputs(model_base):
+    # Like TF Serving, warm-up runs through the batching layer; record 1 fetches `labels` [K].
+    settings = portless(
+        model_base,
+        enable_batching=True,
+        batching=BatchingParameters(max_batch_size=8, num_batch_threads=1),
+    )
+    server = ModelServer(settings)
+    with pytest.raises(StartupError, match=r"Warm-up record 1 .* Batched output tensor's 0th"):
+        server.start()
+    server.stop(0)
 
 
 @pytest.mark.parametrize(

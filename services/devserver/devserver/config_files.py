@@ -65,6 +65,13 @@ def _batching_parameters_class() -> Any:
         type=field_type.TYPE_INT64,
         label=field_type.LABEL_REPEATED,
     )
+    # Accepted so real configs parse; only the default (false) is supported.
+    message.field.add(
+        name="pad_variable_length_inputs",
+        number=7,
+        type=field_type.TYPE_BOOL,
+        label=field_type.LABEL_OPTIONAL,
+    )
     pool.Add(proto)
     return message_factory.GetMessageClass(
         pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
@@ -78,6 +85,8 @@ def parse_batching_parameters(text: str, source: str = "<text>") -> BatchingPara
         text_format.Parse(text, proto)
     except text_format.ParseError as err:
         raise ConfigError(f"invalid batching parameters file {source}: {err}") from None
+    if proto.pad_variable_length_inputs:
+        raise ConfigError(f"{source}: pad_variable_length_inputs: true is not supported")
     defaults = BatchingParameters()
     values: dict[str, Any] = {}
     for name, _, _ in _BATCHING_FIELDS:
