@@ -17,8 +17,13 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from gateway import errors
-from gateway.app import STATIC_DIR
+from gateway.app import STATIC_DIR, create_app
+from gateway.fetch import FetchedImage
 from gateway.logs import JsonFormatter
+from gateway.settings import Settings
+from hypothesis import given
+from hypothesis import settings as settings_profile
+from hypothesis import strategies as st
 
 from tests.gateway.conftest import MAX_IMAGE_BYTES
 from tests.gateway.support import (
@@ -376,3 +381,43 @@ def test_one_json_log_line_per_request(app: Flask, image_host: ImageHost) -> Non
     assert [line["status"] for line in lines] == [200, 502]
     assert lines[1]["error_code"] == "image_host_error"
     assert all(line["route"] == "/predict" and line["duration_ms"] >= 0 for line in lines)
+
+
+# -- no input gives a 500 -------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+)
+BODIES = st.one_of(
+    st.binary(max_size=300),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"url": JSON_VALUES}).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"urls": JSON_VALUES}).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@pytest.fixture(scope="module")
+def offline_client(settings: Settings, predictor: ScriptedPredictor) -> FlaskClient:
+    """The app with a fetcher that never touches the network (every URL gives one image)."""
+    data = image_bytes("PNG", COLOURS["blue"])
+    fetched = FetchedImage(data=data, content_type="image/png", final_url="x", elapsed=0.0)
+    return create_app(settings, predictor=predictor, fetcher=lambda url: fetched).test_client()
+
+
+@settings_profile(max_examples=300, deadline=None)
+@given(
+    body=BODIES,
+    path=st.sampled_from(["/predict", "/predict/batch"]),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "", "multipart/form-data; boundary=x"]
+    ),
+)
+def test_no_body_gives_a_server_error(
+    offline_client: FlaskClient, body: bytes, path: str, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = offline_client.post(path, data=body, headers=headers)
+    assert response.status_code < 500, response.get_data(as_text=True)
+    assert_documented(path, "POST", response.status_code, response.content_type, response.json)
