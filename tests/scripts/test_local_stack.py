@@ -1,0 +1,89 @@
+"""`make local`'s program: refuses bad input in one line, runs the stack, stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import GATEWAY_PYTHON, REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "local_stack.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_bad_port_is_one_line_and_exit_code_2() -> None:
+    result = run(GATEWAY_PORT="http")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "local_stack: GATEWAY_PORT='http' is not a port number"
+
+
+def test_missing_model_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = run("--model-base-path", str(tmp_path), MODEL_GRPC_PORT=str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"local_stack: no model version folder under {tmp_path}"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_runs_the_stack_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
+    if not GATEWAY_PYTHON.exists():
+        pytest.fail(f"{GATEWAY_PYTHON} is missing: run `make gateway-env`")
+    from tests.e2e.contract_model import export
+
+    model = export(tmp_path / "clothing-model")
+    ports = {"GATEWAY_PORT": free_port(), "MODEL_GRPC_PORT": free_port(),
+             "MODEL_REST_PORT": free_port()}  # fmt: skip
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
+    env.pop("GATEWAY_ALLOW_PRIVATE_URLS", None)
+    output = (tmp_path / "out.txt").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--model-base-path", str(model), "--workers", "1"],
+        env=env, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "local_stack: ready." not in (tmp_path / "out.txt").read_text():
+            assert process.poll() is None, (tmp_path / "out.txt").read_text()
+            assert time.monotonic() < deadline, "the stack did not become ready"
+            time.sleep(0.5)
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        assert requests.get(f"{gateway}/readyz", timeout=10).status_code == 200
+        assert f"curl -s -X POST {gateway}/predict" in (tmp_path / "out.txt").read_text()
+        # private URLs are allowed locally: the model server's own REST port is reachable
+        answer = requests.post(
+            f"{gateway}/predict", json={"url": f"http://127.0.0.1:{ports['MODEL_REST_PORT']}/"},
+            timeout=30,
+        )  # fmt: skip
+        assert answer.json()["error"]["code"] != "forbidden_url"
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output.close()
+    assert "local_stack: stopped" in (tmp_path / "out.txt").read_text()
+    assert not any(_listening(port) for port in ports.values())
