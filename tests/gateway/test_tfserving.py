@@ -229,7 +229,7 @@ def test_an_incompatible_model_is_explained_by_readyz() -> None:
         base = next(served)
         ready = requests.get(f"{base}/readyz", timeout=10)
         served.close()
-    assert ready.status_code == 503
+    assert ready.status_code == 503 and ready.headers["Retry-After"] == "9"
     assert ready.json()["error"]["code"] == "model_incompatible"
     assert "uint8" in ready.json()["error"]["message"]
 

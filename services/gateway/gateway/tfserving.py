@@ -187,6 +187,8 @@ class TFServingPredictor:
             try:
                 fresh = self.discover(request_id)
             except GatewayError as exc:
+                if isinstance(exc, ModelIncompatible) and exc.retry_after is None:
+                    exc.retry_after = self.settings.retry_after  # a fitting model may come
                 if self._info is None or isinstance(exc, ModelIncompatible):
                     log.error(
                         "model not usable: %s",
