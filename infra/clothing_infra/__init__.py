@@ -1,0 +1,1 @@
+"""Components of the Pulumi program that deploys the clothing classifier to EKS."""

@@ -1,0 +1,1 @@
+"""The stack's security policy pack: pure rules plus their pulumi-policy wiring."""
