@@ -39,6 +39,22 @@ preload_app = False  # each worker builds its app (and its gRPC channel) after t
 accesslog = None  # the app logs one JSON line per request
 errorlog = "-"
 loglevel = settings.log_level.lower()
+# gunicorn's own lines (start, workers, shutdown) as JSON too, like the app's
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "gateway.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json",
+                    "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "json",
+                          "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": settings.log_level.upper(), "handlers": ["error_console"],
+                           "propagate": False, "qualname": "gunicorn.error"},
+    },
+}  # fmt: skip
 if Path("/dev/shm").is_dir():  # noqa: S108 - gunicorn's heartbeat files, not data
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
