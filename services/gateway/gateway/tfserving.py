@@ -190,7 +190,9 @@ class TFServingPredictor:
                 if isinstance(exc, ModelIncompatible) and exc.retry_after is None:
                     exc.retry_after = self.settings.retry_after  # a fitting model may come
                 if self._info is None or isinstance(exc, ModelIncompatible):
-                    log.error(
+                    unfit = isinstance(exc, ModelIncompatible)
+                    log.log(
+                        logging.ERROR if unfit else logging.WARNING,
                         "model not usable: %s",
                         exc.message,
                         extra={"request_id": request_id, "error_code": exc.code},
