@@ -7,7 +7,8 @@
 
 writes OUT_DIR/<name>/<version>/ as described in docs/model-contract.md: the `serving_default`
 signature (uint8 `images` -> float32 `scores` probabilities + string `labels`), the `describe`
-signature, `assets.extra/model_description.json` and `assets.extra/tf_serving_warmup_requests`.
+signature (every output of both has one row per image, as TF Serving's batching needs),
+`assets.extra/model_description.json` and `assets.extra/tf_serving_warmup_requests`.
 The export is built in a hidden temporary folder next to the target, reloaded and checked
 against the Keras model, and only then renamed into place; a failed run leaves nothing behind.
 """
@@ -56,6 +57,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "images"
 WARMUP_BATCH_SIZES = (1, 4)
+# Every signature is run on these batch sizes to check each output has one row per image.
+BATCH_CHECK_SIZES = (1, 3)
 PARITY_TOLERANCE = 1e-4
 PROBABILITY_SUM_TOLERANCE = 1e-3
 DESCRIPTION_FILE = "model_description.json"
@@ -408,17 +411,23 @@ def write_saved_model(model: Any, target: Path, description: dict[str, Any]) -> 
     height, width = description["input"]["height"], description["input"]["width"]
     spec = [tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)]
 
+    # Every output is batch-major (row i answers input row i): with --enable_batching TF
+    # Serving splits every fetched output by rows and fails on any that has no batch dimension.
+    def per_row_labels(images: Any) -> Any:
+        rows = tf.shape(images)[0]
+        return tf.tile(tf.constant(labels_value, dtype=tf.string)[None], [rows, 1])
+
     def serving_default(images: Any) -> dict[str, Any]:
         scores = tf.cast(model(_scale_in_graph(images, preprocessing), training=False), tf.float32)
         if softmax_added:
             scores = tf.nn.softmax(scores, axis=-1)
-        return {"scores": scores, "labels": tf.constant(labels_value, dtype=tf.string)}
+        return {"scores": scores, "labels": per_row_labels(images)}
 
     def describe(images: Any) -> dict[str, Any]:
-        del images  # part of the signature so clients can call it like serving_default
+        rows = tf.shape(images)[0]
         return {
-            "description": tf.constant(description_json, dtype=tf.string),
-            "labels": tf.constant(labels_value, dtype=tf.string),
+            "description": tf.fill([rows], tf.constant(description_json, dtype=tf.string)),
+            "labels": per_row_labels(images),
         }
 
     # ExportArchive saves only the variables the endpoints use, not the Keras objects: Keras 3
@@ -480,18 +489,24 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
 
     _check_signature_defs(export_dir, description)
     loaded = tf.saved_model.load(str(export_dir))
-    serve = loaded.signatures["serving_default"]
+    height, width = description["input"]["height"], description["input"]["width"]
     labels = [label.encode() for label in description["labels"]]
+    for key in loaded.signatures:
+        for rows in BATCH_CHECK_SIZES:
+            run_signature(loaded, key, sample_images(rows, height, width, seed=rows))
 
-    batches = [sample_images(6, description["input"]["height"], description["input"]["width"], 0)]
+    warmup = read_warmup_requests(export_dir)
+    for key, batch in warmup:  # replayed as TF Serving does at load time, every output fetched
+        run_signature(loaded, key, batch)
+    batches = [sample_images(6, height, width, 0)]
     batches.append(np.zeros_like(batches[0][:1]))
     batches.append(np.full_like(batches[0][:1], 255))
-    batches += _read_warmup_batches(export_dir)
+    batches += [batch for key, batch in warmup if key == "serving_default"]
     max_diff = 0.0
     for batch in batches:
-        result = serve(**{INPUT_NAME: tf.constant(batch)})
-        scores = result["scores"].numpy()
-        if list(result["labels"].numpy()) != labels:
+        result = run_signature(loaded, "serving_default", batch)
+        scores = result["scores"]
+        if any(list(row) != labels for row in result["labels"]):
             raise ConversionError("verification failed: the exported labels differ")
         reference = model(scale_images(batch, description["preprocessing"]), training=False)
         expected = np.asarray(reference.numpy(), dtype=np.float64)
@@ -510,10 +525,32 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
             f"verification failed: exported and Keras probabilities differ by up to {max_diff:.3g}"
             f" (tolerance {PARITY_TOLERANCE:g})"
         )
-    described = loaded.signatures["describe"](**{INPUT_NAME: tf.constant(batches[1])})
-    if json.loads(described["description"].numpy().decode()) != description:
+    described = run_signature(loaded, "describe", np.zeros((2, height, width, 3), np.uint8))
+    if any(json.loads(text.decode()) != description for text in described["description"]):
         raise ConversionError("verification failed: the describe signature differs")
+    if any(list(row) != labels for row in described["labels"]):
+        raise ConversionError("verification failed: the describe labels differ")
     return max_diff
+
+
+def run_signature(loaded: Any, key: str, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Call a signature of a loaded SavedModel; check every output has one row per image."""
+    import tensorflow as tf
+
+    if key not in loaded.signatures:
+        raise ConversionError(f"verification failed: no {key!r} signature to run")
+    result = {
+        name: value.numpy()
+        for name, value in loaded.signatures[key](**{INPUT_NAME: tf.constant(images)}).items()
+    }
+    for name, value in sorted(result.items()):
+        if value.ndim == 0 or value.shape[0] != len(images):
+            raise ConversionError(
+                f"verification failed: output {name!r} of {key!r} has shape {list(value.shape)} "
+                f"for {len(images)} images; TF Serving's batching needs every output to have "
+                "one row per image"
+            )
+    return result
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -521,17 +558,18 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _read_warmup_batches(export_dir: Path) -> list[np.ndarray]:
-    """The image batches of the warm-up file, parsed back the way TF Serving reads them."""
+def read_warmup_requests(export_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """The (signature, image batch) of each warm-up record, parsed the way TF Serving reads it."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    batches = []
+    requests = []
     path = export_dir / "assets.extra" / WARMUP_FILE
     for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog.FromString(record)
-        batches.append(tf.make_ndarray(log.predict_log.request.inputs[INPUT_NAME]))
-    return batches
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        key = request.model_spec.signature_name or "serving_default"
+        requests.append((key, tf.make_ndarray(request.inputs[INPUT_NAME])))
+    return requests
 
 
 def read_signature_defs(export_dir: Path) -> dict[str, Any]:
@@ -552,13 +590,13 @@ def _check_signature_defs(export_dir: Path, description: dict[str, Any]) -> None
     height, width = description["input"]["height"], description["input"]["width"]
     classes = len(description["labels"])
     images = ("DT_UINT8", [-1, height, width, 3])
-    labels = ("DT_STRING", [classes])
+    labels = ("DT_STRING", [-1, classes])
     expected = {
         "serving_default": (
             {INPUT_NAME: images},
             {"scores": ("DT_FLOAT", [-1, classes]), "labels": labels},
         ),
-        "describe": ({INPUT_NAME: images}, {"description": ("DT_STRING", []), "labels": labels}),
+        "describe": ({INPUT_NAME: images}, {"description": ("DT_STRING", [-1]), "labels": labels}),
     }
     signatures = read_signature_defs(export_dir)
     for key, (want_inputs, want_outputs) in expected.items():

@@ -6,12 +6,14 @@ import contextlib
 import functools
 import io
 import json
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -174,21 +176,45 @@ def test_signatures_follow_the_contract(
     export: ExportResult = request.getfixturevalue(export_name)
     signatures = read_signature_defs(export.path)
     images = ("DT_UINT8", [-1, *size, 3])
-    labels = ("DT_STRING", [len(LABELS)])
+    labels = ("DT_STRING", [-1, len(LABELS)])
     assert tensor_contract(signatures["serving_default"]) == {
         "inputs": {"images": images},
         "outputs": {"scores": ("DT_FLOAT", [-1, len(LABELS)]), "labels": labels},
     }
     assert tensor_contract(signatures["describe"]) == {
         "inputs": {"images": images},
-        "outputs": {"description": ("DT_STRING", []), "labels": labels},
+        "outputs": {"description": ("DT_STRING", [-1]), "labels": labels},
     }
     loaded = load_export(export.path)
     result = serve(loaded, sample_batch(size, batch=3, seed=7))
     assert result["scores"].dtype == np.float32
     assert result["scores"].shape == (3, len(LABELS))
-    assert [label.decode() for label in result["labels"]] == list(DEFAULT_LABELS)
+    assert result["labels"].shape == (3, len(LABELS))
+    for row in result["labels"]:
+        assert [label.decode() for label in row] == list(DEFAULT_LABELS)
     np.testing.assert_allclose(result["scores"].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("export_name", ["keras_export", "h5_export"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_output_has_one_row_per_image(
+    export_name: str, batch: int, request: pytest.FixtureRequest
+):
+    # TF Serving with --enable_batching splits every fetched output by rows and fails with
+    # FAILED_PRECONDITION on any output whose first dimension is not the batch
+    export: ExportResult = request.getfixturevalue(export_name)
+    height, width = export.description["input"]["height"], export.description["input"]["width"]
+    loaded = load_export(export.path)
+    assert set(loaded.signatures) == {"serving_default", "describe"}
+    signature_defs = read_signature_defs(export.path)
+    for key in loaded.signatures:
+        for info in signature_defs[key].outputs.values():
+            assert [d.size for d in info.tensor_shape.dim][:1] == [-1], key
+    for key, signature in loaded.signatures.items():
+        outputs = signature(images=tf.constant(sample_batch((height, width), batch=batch)))
+        assert {name: value.shape[0] for name, value in outputs.items()} == dict.fromkeys(
+            outputs, batch
+        ), key
 
 
 @pytest.mark.parametrize("export_name", ["keras_export", "h5_export"])
@@ -198,8 +224,8 @@ def test_describe_returns_the_stored_description(export_name: str, request: pyte
     loaded = load_export(export.path)
     height, width = stored["input"]["height"], stored["input"]["width"]
     described = loaded.signatures["describe"](images=tf.zeros([1, height, width, 3], tf.uint8))
-    assert json.loads(described["description"].numpy().decode()) == stored == export.description
-    assert [label.decode() for label in described["labels"].numpy()] == stored["labels"]
+    assert json.loads(described["description"].numpy()[0].decode()) == stored == export.description
+    assert [label.decode() for label in described["labels"].numpy()[0]] == stored["labels"]
 
 
 def test_keras_description_records_the_source_and_settings(
@@ -380,7 +406,7 @@ def test_labels_from_flag_and_files(keras_model_file: Path, tmp_path: Path, caps
     for version, expected in ((1, custom), (2, custom[::-1]), (3, list(LABELS))):
         loaded = load_export(base / str(version))
         result = serve(loaded, sample_batch(KERAS_SIZE, batch=1))
-        assert [label.decode() for label in result["labels"]] == expected
+        assert [label.decode() for label in result["labels"][0]] == expected
 
 
 # --- warm-up ---------------------------------------------------------------------------------
@@ -413,9 +439,123 @@ def test_warmup_file_holds_predict_requests(
         assert images.shape[1:] == (*size, 3)
         assert images.std() > 10  # photo-like variation, not a blank frame
         batch_sizes.append(images.shape[0])
-        assert serve(loaded, images)["scores"].shape == (images.shape[0], len(LABELS))
+        # every output is fetched, as TF Serving does when it replays the record
+        result = serve(loaded, images)
+        assert result["scores"].shape == result["labels"].shape == (len(images), len(LABELS))
     assert 1 in batch_sizes
     assert max(batch_sizes) > 1
+
+
+# --- serving with TF Serving's batching -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_export_loads_and_serves_behind_batching(keras_export: ExportResult):
+    # the devserver splits outputs like TF Serving's BatchingSession, which fails the load when
+    # a warm-up record fetches an output without one row per image
+    from devserver.server import ModelServer
+    from devserver.settings import BatchingParameters, ModelConfig, Settings
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    settings = Settings(
+        models=(ModelConfig("clothing-model", keras_export.path.parent),),
+        grpc_port=free_port(),
+        rest_api_port=0,
+        enable_batching=True,
+        batching=BatchingParameters(max_batch_size=8, num_batch_threads=1),
+    )
+    server = ModelServer(settings)
+    server.start()
+    try:
+        servable = server.manager.specific("clothing-model", 1)
+        assert servable.warmup_records == 2
+        with grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for key, rows in (("serving_default", 3), ("describe", 1)):
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "clothing-model"
+                request.model_spec.signature_name = key
+                images = sample_batch(KERAS_SIZE, batch=rows, seed=rows)
+                request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+                response = stub.Predict(request, timeout=120)
+                outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+                assert {k: v.shape[0] for k, v in outputs.items()} == dict.fromkeys(outputs, rows)
+                assert outputs["labels"].tolist() == [[x.encode() for x in LABELS]] * rows
+        assert json.loads(outputs["description"][0]) == keras_export.description
+    finally:
+        server.stop(0)
+
+
+def unbatched_labels_export(model: Any, target: Path, description: dict[str, Any]) -> None:
+    """The contract as it was before batching: `labels` [K] and a scalar `description`."""
+    import keras
+
+    labels = tf.constant(description["labels"])
+    size = (description["input"]["height"], description["input"]["width"])
+    spec = [tf.TensorSpec([None, *size, 3], tf.uint8, name="images")]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = model(tf.cast(images, tf.float32) / 127.5 - 1.0, training=False)
+        return {"scores": tf.nn.softmax(logits), "labels": labels}
+
+    archive.add_endpoint("serving_default", serving_default, input_signature=spec)
+    archive.add_endpoint(
+        "describe",
+        lambda images: {"description": tf.constant(json.dumps(description)), "labels": labels},
+        input_signature=spec,
+    )
+    archive.write_out(str(target), verbose=False)
+    (target / "assets.extra").mkdir()
+
+
+def test_outputs_without_a_batch_dimension_fail_verification(
+    keras_model_file: Path,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    import convert_model
+
+    monkeypatch.setattr(convert_model, "write_saved_model", unbatched_labels_export)
+    before = snapshot(out_dir)
+    code, _, err = run_main(capsys, keras_model_file, out_dir)
+    assert_usage_error(code, err, "verification failed: signature")
+    assert "'labels': ('DT_STRING', [10])" in err
+    assert snapshot(out_dir) == before
+
+
+class OneLabelRow(tf.Module):
+    """`scores` has a row per image but `labels` one row whatever the batch."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.uint8)])
+    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores = tf.zeros(tf.stack([tf.shape(images)[0], len(LABELS)]))
+        return {"scores": scores, "labels": tf.constant(LABELS)[None]}
+
+
+def test_run_signature_refuses_an_output_with_rows_not_per_image(tmp_path: Path):
+    from convert_model import run_signature
+
+    module = OneLabelRow()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(str(tmp_path))
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    with pytest.raises(ConversionError) as caught:
+        run_signature(loaded, "serving_default", images)
+    assert str(caught.value) == (
+        "verification failed: output 'labels' of 'serving_default' has shape [1, 10] for 3 "
+        "images; TF Serving's batching needs every output to have one row per image"
+    )
+    with pytest.raises(ConversionError, match="no 'describe' signature"):
+        run_signature(loaded, "describe", images)
+    assert run_signature(loaded, "serving_default", images[:1])["labels"].shape == (1, 10)
 
 
 # --- printing --------------------------------------------------------------------------------
