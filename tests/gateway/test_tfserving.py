@@ -258,3 +258,13 @@ def test_round_robin_spreads_calls_over_every_replica() -> None:
         client.close()
     assert sum(m == "Predict" for m, _ in first.calls) >= 5
     assert sum(m == "Predict" for m, _ in second.calls) >= 5
+
+
+def test_each_process_makes_its_own_channel(
+    predictor: TFServingPredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = predictor.stub()
+    assert predictor.stub() is first  # one channel per process, reused
+    monkeypatch.setattr("gateway.tfserving.os.getpid", lambda: -1)  # as in a forked worker
+    assert predictor.stub() is not first
+    assert predictor.predict(IMAGES[:1], "after-fork").scores.shape == (1, 3)
