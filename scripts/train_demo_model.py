@@ -56,12 +56,12 @@ def load_split(split_dir: Path, spec: ResizeSpec) -> tuple[np.ndarray, np.ndarra
     return np.stack(arrays), np.asarray(labels, dtype=np.int32), classes
 
 
-def build_model(size: int, num_classes: int, width: int, seed: int):  # type: ignore[no-untyped-def]
+def build_model(size: int, num_classes: int, width: int, seed: int):
     """A small Xception-style residual CNN with in-model augmentation; emits logits."""
     import keras
     from keras import layers
 
-    def conv_bn(x, filters, kernel=3, strides=1, separable=False):  # type: ignore[no-untyped-def]
+    def conv_bn(x, filters, kernel=3, strides=1, separable=False):
         conv = layers.SeparableConv2D if separable else layers.Conv2D
         x = conv(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
@@ -106,7 +106,7 @@ def train(args: argparse.Namespace) -> dict:
         flush=True,
     )
 
-    def scale(images, labels):  # type: ignore[no-untyped-def]
+    def scale(images, labels):
         # xception-style scaling; the exporter re-adds it in the serving graph
         return tf.cast(images, tf.float32) / 127.5 - 1.0, labels
 
