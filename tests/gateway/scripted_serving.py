@@ -80,14 +80,14 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
             tensor_info("serving_default_images", shape.input_dtype, shape.input_dims)
         )
         serving.outputs["scores"].CopyFrom(tensor_info("scores", types_pb2.DT_FLOAT, [-1, 3]))
-        serving.outputs["labels"].CopyFrom(tensor_info("labels", types_pb2.DT_STRING, [3]))
+        serving.outputs["labels"].CopyFrom(tensor_info("labels", types_pb2.DT_STRING, [-1, 3]))
         if shape.describe:
             describe = defs.signature_def["describe"]
             describe.inputs["images"].CopyFrom(
                 tensor_info("describe_images", shape.input_dtype, shape.input_dims)
             )
             describe.outputs["description"].CopyFrom(
-                tensor_info("description", types_pb2.DT_STRING, [])
+                tensor_info("description", types_pb2.DT_STRING, [-1])
             )
         return defs
 
@@ -125,6 +125,9 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs["description"].CopyFrom(
                 tensor_pb2.TensorProto(
                     dtype=types_pb2.DT_STRING,
+                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]
+                    ),
                     string_val=[json.dumps(self.description()).encode()],
                 )
             )
