@@ -51,12 +51,14 @@ class GridModel(tf.Module):
         step = SIZE // GRID
         pooled = tf.nn.avg_pool2d(pixels, ksize=step, strides=step, padding="VALID")
         logits = tf.matmul(tf.reshape(pooled, [-1, GRID * GRID * 3]), self.kernel) * 4.0
-        return {"scores": tf.nn.softmax(logits), "labels": self.labels}
+        rows = tf.shape(images)[0]
+        return {"scores": tf.nn.softmax(logits), "labels": tf.tile(self.labels[None], [rows, 1])}
 
     @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8)])
     def describe(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        del images
-        return {"description": self.text, "labels": self.labels}
+        rows = tf.shape(images)[0]  # batch-major outputs, as TF Serving's batching needs
+        return {"description": tf.fill([rows], self.text),
+                "labels": tf.tile(self.labels[None], [rows, 1])}  # fmt: skip
 
 
 def export(base_path: Path, version: int = 1) -> Path:
