@@ -1,0 +1,80 @@
+"""B3: end to end on the local stack, ours against the seed-style gateway, at 1, 8, 32 clients."""
+
+from __future__ import annotations
+
+from benchmarks.context import Stack
+from benchmarks.load import LoadResult, run_wrk
+from benchmarks.report import Section, Target
+from benchmarks.stack import Gateway
+
+
+def cpu_share(result: LoadResult) -> str:
+    """Each watched process's CPU during a run, in % of one CPU."""
+    return ", ".join(f"{name} {100 * s / result.seconds:.0f} %" for name, s in result.cpu.items())
+
+
+def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadResult]]:
+    """wrk against both gateways at each concurrency, alternating which goes first."""
+    settings = stack.settings
+    section = Section(
+        "B3",
+        "end to end on the local stack",
+        f"wrk (closed loop, {settings.duration:g} s per point after {settings.warmup:g} s of "
+        'warm-up) POSTs `{"url": ...}` for the photos in turn; the photos come from Python\'s '
+        "`http.server` on 127.0.0.1, the model server is the development server serving the demo "
+        "model without server-side batching (with it, the contract's `describe` signature "
+        "fails, see B4). Baseline: "
+        "benchmarks/seed_gateway.py (Flask, keras-image-helper, `tf.make_tensor_proto`, the "
+        "demo network behind a float32 `input_8` signature) on the same model server with the "
+        "same gunicorn workers and threads. CPU: user + system seconds of the gateway's "
+        "gunicorn master and workers during the measured run, per answered request.",
+    )
+    ours_results: list[LoadResult] = []
+    top = max(settings.concurrency)
+    for index, clients in enumerate(settings.concurrency):
+        results: dict[str, LoadResult] = {}
+        order = [ours, seed] if index % 2 == 0 else [seed, ours]
+        for gateway in order:
+            results[gateway.label] = run_wrk(
+                f"{gateway.url}/predict",
+                stack.bodies,
+                clients,
+                settings.duration,
+                warmup=settings.warmup,
+                watch=stack.watch(gateway),
+            )
+        mine, base = results["ours"], results["seed"]
+        ours_results.append(mine)
+        targeted = clients == top
+        section.add(
+            f"{clients} clients: throughput",
+            mine.throughput,
+            "req/s",
+            base.throughput,
+            Target(">=", 1.5) if targeted else None,
+            1,
+        )
+        for label in ("p50", "p95", "p99"):
+            section.add(
+                f"{clients} clients: {label} latency",
+                getattr(mine, f"{label}_ms"),
+                "ms",
+                getattr(base, f"{label}_ms"),
+                Target("<=", 1.0) if targeted and label == "p99" else None,
+                1,
+            )
+        section.add(
+            f"{clients} clients: gateway CPU per request",
+            mine.cpu_per_request("gateway") * 1000,
+            "ms",
+            base.cpu_per_request("gateway") * 1000,
+            None,
+            2,
+        )
+        section.notes.append(
+            f"{clients} clients: CPU use, ours: {cpu_share(mine)}; seed: {cpu_share(base)}"
+        )
+        for result, label in ((mine, "ours"), (base, "seed")):
+            if result.errors:
+                section.notes.append(f"{clients} clients, {label}: {result.errors} failed requests")
+    return section, ours_results

@@ -1,0 +1,147 @@
+"""B4: batching. `/predict/batch` against sequential `/predict`, and server-side batching on/off."""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from collections.abc import Sequence
+
+from benchmarks.context import BATCHABLE_MODEL_NAME, Stack
+from benchmarks.load import LoadResult, connection, post_json, run_wrk, timed
+from benchmarks.report import Section, Target
+from benchmarks.stack import Gateway, model_server, our_gateway
+
+
+def batch_against_sequential(
+    gateway: Gateway, urls: Sequence[str], size: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds of one `/predict/batch` of `size` URLs and of `size` sequential `/predict`."""
+    conn = connection(gateway.url)
+    batch_s: list[float] = []
+    sequential_s: list[float] = []
+
+    def batch(chosen: Sequence[str]) -> None:
+        status, body = post_json(conn, "/predict/batch", {"urls": list(chosen)})
+        results = json.loads(body).get("results", []) if status == 200 else []
+        if status != 200 or any("error" in r for r in results):
+            raise RuntimeError(f"/predict/batch answered {status}: {body[:300]!r}")
+
+    def sequential(chosen: Sequence[str]) -> None:
+        for url in chosen:
+            status, body = post_json(conn, "/predict", {"url": url})
+            if status != 200:
+                raise RuntimeError(f"/predict answered {status}: {body[:300]!r}")
+
+    try:
+        batch(urls[:size])  # warm-up
+        sequential(urls[:size])
+        for r in range(repeats):
+            start = (r * size) % max(1, len(urls) - size)
+            chosen = urls[start : start + size]
+            steps = [(batch, batch_s), (sequential, sequential_s)]
+            for call, seconds in steps if r % 2 == 0 else steps[::-1]:
+                seconds.append(timed(functools.partial(call, chosen)))
+    finally:
+        conn.close()
+    return batch_s, sequential_s
+
+
+def run(stack: Stack, ours: Gateway) -> tuple[Section, list[LoadResult]]:
+    """Both comparisons; the second starts a model server without batching beside the first."""
+    settings = stack.settings
+    size, top = settings.batch_urls, max(settings.concurrency)
+    section = Section(
+        "B4",
+        "batching",
+        f"One `/predict/batch` with {size} photo URLs against {size} sequential `/predict` "
+        f"calls on one kept-alive connection (median of {settings.batch_repeats} alternating "
+        "repeats, different photos each time). Then wrk at "
+        f"{top} clients against two gateways side by side: one on a model server with "
+        "server-side batching (services/model/batching_parameters.txt), one on the main model "
+        "server without it, both serving the batchable twin of the demo model (same network, "
+        "`scores` only: the contract's `describe` and `labels` outputs have no batch dimension, "
+        "which batching refuses; see benchmarks/twins.py), the gateways with the fallback "
+        "settings in place of `describe`. The two runs alternate, twice.",
+    )
+    batch_s, sequential_s = batch_against_sequential(
+        ours, stack.urls(), size, settings.batch_repeats
+    )
+    section.add(
+        f"{size} URLs: one /predict/batch vs {size} sequential /predict",
+        statistics.median(batch_s) * 1000,
+        "ms",
+        statistics.median(sequential_s) * 1000,
+        Target("<=", 1 / 3),
+        0,
+    )
+    workers, threads = settings.gateway_workers, settings.gateway_threads
+    on_work = stack.work / "batching"
+    on_work.mkdir(exist_ok=True)
+    twin = [(BATCHABLE_MODEL_NAME, stack.work / "models" / BATCHABLE_MODEL_NAME)]
+    results: dict[str, list[LoadResult]] = {"on": [], "off": []}
+    with (
+        model_server(
+            twin, batching=True, work=on_work, log=stack.log("model-server-batching")
+        ) as on_server,
+        our_gateway(
+            on_server,
+            workers=workers,
+            threads=threads,
+            log=stack.log("gateway-batching-on"),
+            env=stack.batchable_env(),
+        ) as on_gateway,
+        our_gateway(
+            stack.model_server,
+            workers=workers,
+            threads=threads,
+            log=stack.log("gateway-batching-off"),
+            env=stack.batchable_env(),
+        ) as off_gateway,
+    ):
+        for round_ in range(2):
+            pairs = [("on", on_gateway, on_server), ("off", off_gateway, stack.model_server)]
+            for name, gateway, server in pairs if round_ == 0 else pairs[::-1]:
+                results[name].append(
+                    run_wrk(
+                        f"{gateway.url}/predict",
+                        stack.bodies,
+                        top,
+                        settings.duration / 2,
+                        warmup=settings.warmup,
+                        watch=stack.watch(gateway, server),
+                    )
+                )
+    on, off = merge(results["on"]), merge(results["off"])
+    section.add(
+        f"{top} clients: throughput, batching on vs off",
+        on.throughput,
+        "req/s",
+        off.throughput,
+        None,
+        1,
+    )
+    section.add(f"{top} clients: p99, batching on vs off", on.p99_ms, "ms", off.p99_ms, None, 1)
+    for name, result in (("on", on), ("off", off)):
+        section.notes.append(
+            f"batching {name}: model server CPU per request "
+            f"{result.cpu_per_request('model server') * 1000:.1f} ms, gateway "
+            f"{result.cpu_per_request('gateway') * 1000:.1f} ms"
+        )
+    return section, results["on"]
+
+
+def merge(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs of one configuration as one: summed counts, worst percentiles."""
+    cpu_names = {name for r in results for name in r.cpu}
+    return LoadResult(
+        clients=results[0].clients,
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        errors=sum(r.errors for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p95_ms=max(r.p95_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+        mean_ms=statistics.mean(r.mean_ms for r in results),
+        cpu={name: sum(r.cpu.get(name, 0.0) for r in results) for name in cpu_names},
+    )

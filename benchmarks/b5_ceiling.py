@@ -1,0 +1,138 @@
+"""B5: the ceiling. The SavedModel called in-process with batches, the model server alone over
+gRPC, and the whole stack at saturation against gateway worker counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from benchmarks.context import Stack
+from benchmarks.load import LoadResult, run_wrk
+from benchmarks.report import Section, Target
+from benchmarks.stack import our_gateway
+
+CEILING_BATCHES = (1, 8, 32)
+
+
+def model_images(stack: Stack, count: int) -> np.ndarray:
+    """The first photos preprocessed exactly as the gateway does, uint8 NxHxWx3."""
+    from gateway.preprocessing import ResizeSpec, to_model_input
+
+    model = stack.model
+    spec = ResizeSpec(model.height, model.width, model.interpolation, model.jpeg_draft)
+    photos = [stack.photos[i % len(stack.photos)] for i in range(count)]
+    return np.stack([to_model_input(photo.data, spec) for photo in photos])
+
+
+def in_process_ceiling(stack: Stack, seconds: float) -> dict[int, float]:
+    """Images per second of the SavedModel's serving_default, per batch size, in this process."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(stack.model.version_dir)).signatures["serving_default"]
+    images = model_images(stack, max(CEILING_BATCHES))
+    rates: dict[int, float] = {}
+    for size in CEILING_BATCHES:
+        batch = tf.constant(images[:size])
+        serve(images=batch)  # warm-up
+        calls, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds or calls < 2:
+            serve(images=batch)["scores"].numpy()
+            calls += 1
+        rates[size] = calls * size / elapsed
+    return rates
+
+
+def model_server_alone(stack: Stack, clients: int, seconds: float) -> float:
+    """Predict calls per second (one image each) straight to the model server over gRPC."""
+    import grpc
+    from gateway.tfserving import uint8_tensor
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    requests = []
+    for image in model_images(stack, 64):
+        request = predict_pb2.PredictRequest(output_filter=["scores"])
+        request.model_spec.name = stack.model.name
+        request.inputs["images"].CopyFrom(uint8_tensor(image[np.newaxis]))
+        requests.append(request)
+    done = [0] * clients
+    stop = threading.Event()
+    with grpc.insecure_channel(stack.model_server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        stub.Predict(requests[0], timeout=30)
+
+        def client(index: int) -> None:
+            while not stop.is_set():
+                stub.Predict(requests[(index + done[index]) % len(requests)], timeout=30)
+                done[index] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    return sum(done) / elapsed
+
+
+def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
+    """The ceiling, the model server alone, and wrk at the top concurrency per worker count."""
+    settings = stack.settings
+    top = max(settings.concurrency)
+    section = Section(
+        "B5",
+        "the ceiling",
+        "The ceiling is the SavedModel's `serving_default` called in this process on batches of "
+        f"{', '.join(map(str, CEILING_BATCHES))} preprocessed photos "
+        f"({settings.ceiling_seconds:g} s each), the best rate counting. The model server "
+        f"alone: {top} threads calling Predict (one image each) over gRPC, no gateway. The "
+        f"stack: wrk at {top} clients through our gateway with 1, 2 and 4 gunicorn workers "
+        f"({settings.gateway_threads} threads each), after the B3/B4 runs. Ratios here are "
+        "against the ceiling.",
+    )
+    ceiling_rates = in_process_ceiling(stack, settings.ceiling_seconds)
+    ceiling = max(ceiling_rates.values())
+    for size, rate in ceiling_rates.items():
+        section.add(f"in-process SavedModel, batch {size}", rate, "img/s", digits=1)
+    alone = model_server_alone(stack, top, settings.duration)
+    section.add(f"model server alone, {top} in flight", alone, "img/s", ceiling, digits=1)
+    by_workers: dict[int, LoadResult] = {}
+    for workers in settings.worker_counts:
+        with our_gateway(
+            stack.model_server,
+            workers=workers,
+            threads=settings.gateway_threads,
+            log=stack.log(f"gateway-{workers}-workers"),
+        ) as gateway:
+            by_workers[workers] = run_wrk(
+                f"{gateway.url}/predict",
+                stack.bodies,
+                top,
+                settings.duration,
+                warmup=settings.warmup,
+                watch=stack.watch(gateway),
+            )
+    for workers, result in by_workers.items():
+        section.add(
+            f"stack, {workers} gateway worker(s), {top} clients",
+            result.throughput,
+            "req/s",
+            ceiling,
+            digits=1,
+        )
+        shares = ", ".join(
+            f"{name} {100 * s / result.seconds:.0f} %" for name, s in result.cpu.items()
+        )
+        section.notes.append(
+            f"{workers} worker(s): p99 {result.p99_ms:.0f} ms; CPU use (100 % = one CPU): {shares}"
+        )
+    saturation = max([r.throughput for r in by_workers.values()] + [r.throughput for r in earlier])
+    section.add(
+        "stack at saturation (best of all runs)", saturation, "req/s", ceiling, Target(">=", 0.7), 1
+    )
+    return section

@@ -1,0 +1,137 @@
+"""py-spy samples of a running process, summed up per function (self and total time)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sample counts: per function where it was on top (self) and anywhere (total)."""
+
+    samples: int
+    self_counts: Counter[str]
+    total_counts: Counter[str]
+
+    def table(self, top: int = 15) -> str:
+        """The functions with the most samples, as a Markdown table."""
+        if not self.samples:
+            return "(no samples)"
+        lines = ["| function | self % | total % |", "| --- | --- | --- |"]
+        for name, count in self.total_counts.most_common(top):
+            own = self.self_counts.get(name, 0)
+            lines.append(
+                f"| `{name}` | {100 * own / self.samples:.1f} | {100 * count / self.samples:.1f} |"
+            )
+        lines.append("")
+        lines.append("Most self time:")
+        lines.append("")
+        for name, count in self.self_counts.most_common(top):
+            lines.append(f"- `{name}`: {100 * count / self.samples:.1f} %")
+        return "\n".join(lines)
+
+
+def record(pid: int, seconds: float, out: Path, rate: int = 50) -> Profile:
+    """Sample `pid` (and its subprocesses) with py-spy for `seconds` without pausing it."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise RuntimeError("py-spy is not installed (it is in the bench dependency group)")
+    command = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        str(rate),
+        "--nonblocking",
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    subprocess.run(command, capture_output=True, timeout=seconds + 60, check=True)
+    return parse(out.read_text("utf-8", errors="replace"))
+
+
+def _short(frame: str) -> str:
+    match = FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    file = match["file"]
+    for marker in ("site-packages/", "services/gateway/", "services/devserver/", "lib/python3"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{match['function']} ({file})"
+
+
+def parse(collapsed: str) -> Profile:
+    """Read py-spy's raw (collapsed stack) output."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith("process ")]
+        if not frames:
+            continue
+        samples += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+    return Profile(samples, self_counts, total_counts)
+
+
+def profile_under_load(
+    gateway_pid: int,
+    model_server_pid: int,
+    load: Callable[[float], object],
+    seconds: float,
+    work: Path,
+) -> str:
+    """py-spy on the gateway (all workers) and on the model server while `load` runs."""
+    work.mkdir(parents=True, exist_ok=True)
+    profiles: dict[str, Profile] = {}
+    failures: list[str] = []
+
+    def sample(name: str, pid: int) -> None:
+        try:
+            profiles[name] = record(pid, seconds, work / f"{name.replace(' ', '-')}.txt")
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            failures.append(f"{name}: {exc}")
+
+    loader = threading.Thread(target=load, args=(seconds + 3,))
+    loader.start()
+    time.sleep(1.5)
+    samplers = [
+        threading.Thread(target=sample, args=("gateway", gateway_pid)),
+        threading.Thread(target=sample, args=("model server", model_server_pid)),
+    ]
+    for thread in samplers:
+        thread.start()
+    for thread in [*samplers, loader]:
+        thread.join()
+    parts = []
+    for name in ("gateway", "model server"):
+        if name in profiles:
+            parts += [f"### {name} ({profiles[name].samples} samples)", "", profiles[name].table()]
+            parts.append("")
+    parts += [f"- profiling failed: {failure}" for failure in failures]
+    return "\n".join(parts)
