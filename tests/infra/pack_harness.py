@@ -1,0 +1,69 @@
+"""Evaluate the policy pack's policies on recorded resources, inside .venv-tools.
+
+Usage: .venv-tools/bin/python pack_harness.py RESOURCES_JSON
+Prints {"policies": [...], "violations": [[policy, resource name, message], ...]} as JSON.
+Runs each pulumi-policy ResourceValidationPolicy exactly as the analyzer does: properties
+wrapped in pulumi-policy's unknown-checking proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+
+from policy.policies import build_policies
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+)
+from pulumi_policy.proxy import unknown_checking_proxy
+
+
+def main() -> int:
+    """Run every policy on every resource of the JSON file in argv[1]."""
+    resources = json.loads(Path(sys.argv[1]).read_text())
+    policies = build_policies()
+    violations: list[list[str]] = []
+    for resource in resources:
+        options = PolicyResourceOptions(
+            protect=False,
+            ignore_changes=[],
+            delete_before_replace=None,
+            aliases=[],
+            custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+            additional_secret_outputs=[],
+        )
+        args = ResourceValidationArgs(
+            resource_type=resource["type"],
+            props=unknown_checking_proxy(resource["inputs"]),
+            urn=resource["urn"],
+            name=resource["name"],
+            opts=options,
+            provider=None,
+        )
+        for policy in policies:
+
+            def report(
+                message: str, urn: str | None, policy_name: str = policy.name, name: str = args.name
+            ) -> None:
+                violations.append([policy_name, name, message])
+
+            policy.validate(args, report)
+    summary = [
+        {
+            "name": p.name,
+            "enforcement": str(p.enforcement_level.value),
+            "description": p.description,
+        }
+        for p in policies
+    ]
+    print(json.dumps({"policies": summary, "violations": violations}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
