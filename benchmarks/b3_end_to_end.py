@@ -22,8 +22,8 @@ def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadR
         f"wrk (closed loop, {settings.duration:g} s per point after {settings.warmup:g} s of "
         'warm-up) POSTs `{"url": ...}` for the photos in turn; the photos come from Python\'s '
         "`http.server` on 127.0.0.1, the model server is the development server serving the demo "
-        "model without server-side batching (with it, the contract's `describe` signature "
-        "fails, see B4). Baseline: "
+        "model with server-side batching as deployed (services/model/batching_parameters.txt). "
+        "Baseline: "
         "benchmarks/seed_gateway.py (Flask, keras-image-helper, `tf.make_tensor_proto`, the "
         "demo network behind a float32 `input_8` signature) on the same model server with the "
         "same gunicorn workers and threads. CPU: user + system seconds of the gateway's "

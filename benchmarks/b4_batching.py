@@ -7,7 +7,7 @@ import json
 import statistics
 from collections.abc import Sequence
 
-from benchmarks.context import BATCHABLE_MODEL_NAME, Stack
+from benchmarks.context import Stack
 from benchmarks.load import LoadResult, connection, post_json, run_wrk, timed
 from benchmarks.report import Section, Target
 from benchmarks.stack import Gateway, model_server, our_gateway
@@ -57,12 +57,9 @@ def run(stack: Stack, ours: Gateway) -> tuple[Section, list[LoadResult]]:
         f"One `/predict/batch` with {size} photo URLs against {size} sequential `/predict` "
         f"calls on one kept-alive connection (median of {settings.batch_repeats} alternating "
         "repeats, different photos each time). Then wrk at "
-        f"{top} clients against two gateways side by side: one on a model server with "
-        "server-side batching (services/model/batching_parameters.txt), one on the main model "
-        "server without it, both serving the batchable twin of the demo model (same network, "
-        "`scores` only: the contract's `describe` and `labels` outputs have no batch dimension, "
-        "which batching refuses; see benchmarks/twins.py), the gateways with the fallback "
-        "settings in place of `describe`. The two runs alternate, twice.",
+        f"{top} clients against two gateways side by side, one on the main model server "
+        "(server-side batching, services/model/batching_parameters.txt), one on a second model "
+        "server of the same model without batching; the two runs alternate, twice.",
     )
     batch_s, sequential_s = batch_against_sequential(
         ours, stack.urls(), size, settings.batch_repeats
@@ -76,31 +73,23 @@ def run(stack: Stack, ours: Gateway) -> tuple[Section, list[LoadResult]]:
         0,
     )
     workers, threads = settings.gateway_workers, settings.gateway_threads
-    on_work = stack.work / "batching"
-    on_work.mkdir(exist_ok=True)
-    twin = [(BATCHABLE_MODEL_NAME, stack.work / "models" / BATCHABLE_MODEL_NAME)]
+    off_work = stack.work / "no-batching"
+    off_work.mkdir(exist_ok=True)
+    model = [(stack.model.name, stack.model.base_path)]
     results: dict[str, list[LoadResult]] = {"on": [], "off": []}
     with (
         model_server(
-            twin, batching=True, work=on_work, log=stack.log("model-server-batching")
-        ) as on_server,
+            model, batching=False, work=off_work, log=stack.log("model-server-no-batching")
+        ) as off_server,
         our_gateway(
-            on_server,
-            workers=workers,
-            threads=threads,
-            log=stack.log("gateway-batching-on"),
-            env=stack.batchable_env(),
+            stack.model_server, workers=workers, threads=threads, log=stack.log("gateway-on")
         ) as on_gateway,
         our_gateway(
-            stack.model_server,
-            workers=workers,
-            threads=threads,
-            log=stack.log("gateway-batching-off"),
-            env=stack.batchable_env(),
+            off_server, workers=workers, threads=threads, log=stack.log("gateway-off")
         ) as off_gateway,
     ):
         for round_ in range(2):
-            pairs = [("on", on_gateway, on_server), ("off", off_gateway, stack.model_server)]
+            pairs = [("on", on_gateway, stack.model_server), ("off", off_gateway, off_server)]
             for name, gateway, server in pairs if round_ == 0 else pairs[::-1]:
                 results[name].append(
                     run_wrk(

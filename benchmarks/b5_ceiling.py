@@ -14,7 +14,7 @@ from benchmarks.load import LoadResult, run_wrk
 from benchmarks.report import Section, Target
 from benchmarks.stack import our_gateway
 
-CEILING_BATCHES = (1, 8, 32)
+CEILING_BATCHES = (1, 8, 16, 32)
 
 
 def model_images(stack: Stack, count: int) -> np.ndarray:

@@ -26,13 +26,13 @@ from typing import NoReturn, TypeVar
 
 from benchmarks import b1_preprocessing, b2_footprint, b3_end_to_end, b4_batching, b5_ceiling
 from benchmarks.config import REPO, BenchError, BenchSettings, Model
-from benchmarks.context import BATCHABLE_MODEL_NAME, SEED_MODEL_NAME, Stack
+from benchmarks.context import SEED_MODEL_NAME, Stack
 from benchmarks.load import LoadResult, bodies_file, run_wrk
 from benchmarks.photos import load_photos, photo_server
 from benchmarks.profiling import profile_under_load
 from benchmarks.report import Section, machine, markdown, text_table, write_atomically
 from benchmarks.stack import model_server, our_gateway, seed_gateway
-from benchmarks.twins import export_batchable_twin, export_seed_twin
+from benchmarks.twins import export_seed_twin
 
 PROG = "benchmarks"
 ALL = ("B1", "B2", "B3", "B4", "B5")
@@ -114,21 +114,17 @@ def run(settings: BenchSettings, work: Path) -> tuple[list[Section], str, Model]
             ]
     if not any(b in only for b in ("B2", "B3", "B4", "B5")):
         return sections, "\n".join(appendix), model
-    print(f"{PROG}: exporting the twins of {model.name} (benchmarks/twins.py) ...", flush=True)
-    twins = {SEED_MODEL_NAME: export_seed_twin, BATCHABLE_MODEL_NAME: export_batchable_twin}
-    for name, export in twins.items():
-        if not (work / "models" / name).is_dir():
-            export(model.version_dir, work / "models" / name, model.height, model.width)
+    print(f"{PROG}: exporting the seed twin of {model.name} (benchmarks/twins.py) ...", flush=True)
+    seed_base = work / "models" / SEED_MODEL_NAME
+    if not seed_base.is_dir():
+        export_seed_twin(model.version_dir, seed_base, model.height, model.width)
     with contextlib.ExitStack() as running:
         print(f"{PROG}: starting the photo server and the model server ...", flush=True)
         photo = running.enter_context(photo_server(settings.dataset, work / "logs" / "photos.log"))
         server = running.enter_context(
             model_server(
-                [
-                    (model.name, model.base_path),
-                    *((name, work / "models" / name) for name in twins),
-                ],
-                batching=False,
+                [(model.name, model.base_path), (SEED_MODEL_NAME, seed_base)],
+                batching=True,
                 work=work,
                 log=work / "logs" / "model-server.log",
             )

@@ -12,13 +12,12 @@ from benchmarks.photos import Photo, PhotoServer
 from benchmarks.stack import Gateway
 
 SEED_MODEL_NAME = "clothing-seed"
-BATCHABLE_MODEL_NAME = "clothing-batchable"
 
 
 @dataclass(frozen=True)
 class Stack:
-    """The model server (no batching; the demo model and its two twins, see twins.py) and the
-    photo server, started once for B2-B5."""
+    """The model server (server-side batching on, as deployed; the demo model and its seed
+    twin, see twins.py) and the photo server, started once for B2-B5."""
 
     settings: BenchSettings
     model: Model
@@ -27,16 +26,6 @@ class Stack:
     photo_server: PhotoServer
     photos: list[Photo]
     bodies: Path  # one {"url": ...} per line, for wrk
-
-    def batchable_env(self) -> dict[str, str]:
-        """Gateway settings for the batchable twin, which has no `describe` signature."""
-        model = self.model
-        return {
-            "GATEWAY_MODEL_NAME": BATCHABLE_MODEL_NAME,
-            "GATEWAY_LABELS": ",".join(model.labels),
-            "GATEWAY_RESIZE_INTERPOLATION": model.interpolation,
-            "GATEWAY_JPEG_DRAFT": "true" if model.jpeg_draft else "false",
-        }
 
     def log(self, name: str) -> Path:
         """A log file of the work folder."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,7 +44,8 @@ class Profile:
 
 def record(pid: int, seconds: float, out: Path, rate: int = 50) -> Profile:
     """Sample `pid` (and its subprocesses) with py-spy for `seconds` without pausing it."""
-    binary = shutil.which("py-spy")
+    # `uv run` puts .venv/bin on PATH; `.venv/bin/python -m benchmarks` does not
+    binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if binary is None:
         raise RuntimeError("py-spy is not installed (it is in the bench dependency group)")
     command = [

@@ -79,9 +79,6 @@ def model_server(
     command.append(f"--model_config_file={config}")
     if batching:
         command += ["--enable_batching", f"--batching_parameters_file={batching_file(work)}"]
-        # the converter's warm-up records ask for every output, `labels` [K] included, which
-        # batching cannot split by image (see twins.py); the load runs warm up instead
-        command.append("--enable_model_warmup=false")
     if "devserver" in command:
         command.append("--log_level=warning")  # TF Serving logs no line per request either
     env = {"PYTHONPATH": str(DEVSERVER_DIR), "TF_CPP_MIN_LOG_LEVEL": "2"}

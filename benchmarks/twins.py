@@ -1,13 +1,8 @@
-"""Models derived from the demo model for the comparisons: same network, other signatures.
+"""The demo model re-exported with the seed's contract, for the seed-style gateway baseline.
 
-- The seed twin takes the seed's float32 `input_8`, already scaled by `x/127.5-1`, and answers
-  `dense_7`, so the seed-style gateway can feed the same network: a comparison between the
-  gateways then measures their own cost plus the 4x larger float32 payload of that contract.
-- The batchable twin has only `serving_default` with the `scores` output. Server-side batching
-  (TF Serving's and the development server's) splits every output along the batch dimension,
-  so the contract's `describe` signature (a scalar) and its `labels` output ([K]) cannot be
-  served with batching on; the twin lets B4 measure batching on the same network, with the
-  gateway's fallback settings (GATEWAY_LABELS, ...) standing in for `describe`.
+The seed twin takes the seed's float32 `input_8`, already scaled by `x/127.5-1`, and answers
+`dense_7`, so the seed-style gateway can feed the same network: a comparison between the
+gateways then measures their own cost plus the 4x larger float32 payload of that contract.
 """
 
 from __future__ import annotations
@@ -38,32 +33,6 @@ def export_seed_twin(demo_version_dir: Path, target: Path, height: int, width: i
             return {SEED_OUTPUT: scores}
 
     module = SeedContract(loaded)
-    version_dir = target / "1"
-    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
-    return version_dir
-
-
-def export_batchable_twin(demo_version_dir: Path, target: Path, height: int, width: int) -> Path:
-    """Write `<target>/1`: the demo model's `serving_default` with its `scores` output only."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(demo_version_dir))
-    input_name = next(iter(loaded.signatures["serving_default"].structured_input_signature[1]))
-
-    class ScoresOnly(tf.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name=input_name)]
-        )
-        def serve(self, images: Any) -> dict[str, Any]:
-            return {
-                "scores": self.inner.signatures["serving_default"](**{input_name: images})["scores"]
-            }
-
-    module = ScoresOnly(loaded)
     version_dir = target / "1"
     tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
     return version_dir
