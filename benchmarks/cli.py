@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import os
 import shutil
 import subprocess
@@ -171,20 +172,23 @@ def run(settings: BenchSettings, work: Path) -> tuple[list[Section], str, Model]
             print(f"{PROG}: B5 ceiling ...", flush=True)
             section = attempt(sections, "B5", "the ceiling", lambda: b5_ceiling.run(stack, earlier))
             sections += [section] if section else []
+        if "B3" in only or "B5" in only:
             top = max(settings.concurrency)
-            print(f"{PROG}: profiling the gateway and the model server under load ...", flush=True)
-            appendix += [
-                f"### py-spy under load: our gateway ({workers} workers) and the model server, "
-                f"{top} clients, {settings.profile_seconds:g} s",
-                "",
-                profile_under_load(
-                    ours.pid,
-                    server.process.pid,
-                    lambda seconds: run_wrk(f"{ours.url}/predict", stack.bodies, top, seconds),
-                    settings.profile_seconds,
-                    work / "profiles",
-                ),
-            ]
+            print(f"{PROG}: profiling the gateways and the model server under load ...", flush=True)
+            for gateway in (ours, seed):
+                appendix += [
+                    f"### py-spy, {top} clients through the {gateway.label} gateway "
+                    f"({workers} workers): the gateway and the model server, "
+                    f"{settings.profile_seconds:g} s",
+                    "",
+                    profile_under_load(
+                        gateway.pid,
+                        server.process.pid,
+                        functools.partial(run_wrk, f"{gateway.url}/predict", stack.bodies, top),
+                        settings.profile_seconds,
+                        work / "profiles" / gateway.label,
+                    ),
+                ]
     order = {bench: i for i, bench in enumerate(ALL)}
     sections.sort(key=lambda s: order[s.bench])
     return sections, "\n".join(appendix), model

@@ -123,25 +123,33 @@ def post_json(conn: http.client.HTTPConnection, path: str, body: Any) -> tuple[i
 def connection(url: str) -> http.client.HTTPConnection:
     """A keep-alive connection to a loopback base URL."""
     host, port = url.removeprefix("http://").split(":")
-    return http.client.HTTPConnection(host, int(port), timeout=60)
+    return http.client.HTTPConnection(host, int(port), timeout=30)
 
 
-def send_count(url: str, bodies: Sequence[dict[str, Any]], count: int, clients: int) -> int:
-    """POST `count` bodies to `url`/predict from `clients` threads; return the non-200 count."""
+def send_count(
+    url: str, bodies: Sequence[dict[str, Any]], count: int, clients: int, limit: float = 180.0
+) -> tuple[int, int]:
+    """POST `count` bodies to `url`/predict from `clients` threads, stopping after `limit`
+    seconds whatever is left; return (answered, non-200 answers)."""
+    deadline = time.monotonic() + limit
 
-    def client(offset: int) -> int:
-        failures = 0
+    def client(offset: int) -> tuple[int, int]:
+        answered = failures = 0
         conn = connection(url)
         try:
             for i in range(offset, count, clients):
+                if time.monotonic() > deadline:
+                    break
                 status, _ = post_json(conn, "/predict", bodies[i % len(bodies)])
+                answered += 1
                 failures += status != 200
         finally:
             conn.close()
-        return failures
+        return answered, failures
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        return sum(pool.map(client, range(clients)))
+        outcomes = list(pool.map(client, range(clients)))
+    return sum(a for a, _ in outcomes), sum(f for _, f in outcomes)
 
 
 def timed(call: Any) -> float:

@@ -16,29 +16,60 @@ from pathlib import Path
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 
 
+# Leaf frames where a thread waits (for a lock, a socket, a queue, an answer) rather than
+# computes; py-spy's --nonblocking mode cannot tell idle threads apart, so they are set aside.
+WAITING = frozenset(
+    {
+        "Condition.wait",
+        "Condition.__enter__",
+        "Event.wait",
+        "Thread.join",
+        "_UnaryUnaryMultiCallable._blocking",
+        "EpollSelector.select",
+        "PollSelector.select",
+        "_PollLikeSelector.select",
+        "SocketIO.readinto",
+        "socket.accept",
+        "_worker",
+        "_serve",
+    }
+)
+# Frames every request passes through (thread pools, gunicorn, Flask's dispatch): left out of
+# the inclusive table, which is about where the work is.
+PLUMBING = ("threading.py", "concurrent/futures/", "gunicorn/", "flask/app.py", "selectors.py")
+
+
 @dataclass(frozen=True)
 class Profile:
-    """Sample counts: per function where it was on top (self) and anywhere (total)."""
+    """Sample counts of the busy samples: per function on top (self) and anywhere (total)."""
 
     samples: int
+    busy: int
     self_counts: Counter[str]
     total_counts: Counter[str]
 
-    def table(self, top: int = 15) -> str:
-        """The functions with the most samples, as a Markdown table."""
-        if not self.samples:
-            return "(no samples)"
-        lines = ["| function | self % | total % |", "| --- | --- | --- |"]
-        for name, count in self.total_counts.most_common(top):
+    def table(self, top: int = 12) -> str:
+        """The busiest functions, as Markdown."""
+        if not self.busy:
+            return "(no busy samples)"
+        share = 100 / self.busy
+        lines = [
+            f"{self.busy} of {self.samples} samples were busy (not waiting); shares are of those.",
+            "",
+            "| function | self % | total % |",
+            "| --- | --- | --- |",
+        ]
+        inclusive = [
+            (name, count)
+            for name, count in self.total_counts.most_common()
+            if not any(marker in name for marker in PLUMBING)
+        ]
+        for name, count in inclusive[:top]:
             own = self.self_counts.get(name, 0)
-            lines.append(
-                f"| `{name}` | {100 * own / self.samples:.1f} | {100 * count / self.samples:.1f} |"
-            )
-        lines.append("")
-        lines.append("Most self time:")
-        lines.append("")
-        for name, count in self.self_counts.most_common(top):
-            lines.append(f"- `{name}`: {100 * count / self.samples:.1f} %")
+            lines.append(f"| `{name}` | {own * share:.1f} | {count * share:.1f} |")
+        lines += ["", "Most self time: " + "; ".join(
+            f"`{name}` {count * share:.1f} %" for name, count in self.self_counts.most_common(top)
+        )]  # fmt: skip
         return "\n".join(lines)
 
 
@@ -84,21 +115,24 @@ def parse(collapsed: str) -> Profile:
     """Read py-spy's raw (collapsed stack) output."""
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
-    samples = 0
+    samples = busy = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
-        frames = [f for f in frames if not f.startswith("process ")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         samples += count
+        if frames[-1].split(" (")[0] in WAITING:
+            continue
+        busy += count
         self_counts[frames[-1]] += count
         for frame in set(frames):
             total_counts[frame] += count
-    return Profile(samples, self_counts, total_counts)
+    return Profile(samples, busy, self_counts, total_counts)
 
 
 def profile_under_load(
