@@ -118,14 +118,26 @@ def text_table(sections: Sequence[Section]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    """Rows as a GitHub Markdown table."""
-    lines = ["| " + " | ".join(HEADERS[1:]) + " |", "|" + " --- |" * (len(HEADERS) - 1)]
+def markdown_table(rows: Sequence[Row], *, bench: bool = False) -> str:
+    """Rows as a GitHub Markdown table (with the benchmark column when `bench`)."""
+    first = 0 if bench else 1
+    headers = ["", *HEADERS[1:]][first:]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     for row in rows:
-        cells = row.cells()[1:]
+        cells = row.cells()[first:]
         cells[-1] = {"yes": "✅", "NO": "❌ no"}.get(cells[-1], "")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
+
+
+def shortfall(row: Row) -> str:
+    """How far a missed target is from being met, in words."""
+    ratio, target = row.ratio, row.target
+    if ratio is None or target is None or target.met(ratio):
+        return ""
+    if target.op == "<=":
+        return f"{ratio / target.limit - 1:.2%} over the limit"
+    return f"{1 - ratio / target.limit:.2%} short of it"
 
 
 def machine() -> dict[str, str]:
@@ -174,6 +186,7 @@ def markdown(
     appendix: str = "",
 ) -> str:
     """The whole docs/benchmarks.md."""
+    targeted = [row for s in sections for row in s.rows if row.target is not None]
     out = [
         "# Benchmarks",
         "",
@@ -188,7 +201,15 @@ def markdown(
         "",
         "## Summary",
         "",
-        markdown_table([row for s in sections for row in s.rows if row.target is not None]),
+        markdown_table(targeted, bench=True),
+        "",
+        *[
+            f"- missed: {row.bench} {row.what}: ratio {row.ratio:.4g} against {row.target}, "
+            f"{shortfall(row)}"
+            for row in targeted
+            if shortfall(row)
+        ],
+        *[f"- {s.bench} failed: {s.error}" for s in sections if s.error],
         "",
     ]
     for section in sections:
