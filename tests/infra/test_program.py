@@ -15,7 +15,6 @@ from tests.infra.conftest import (
     Declared,
     containers,
     dev_stack_config,
-    finish,
     run_program,
 )
 
@@ -511,28 +510,44 @@ def test_existing_cluster_creates_no_aws_cluster_and_uses_the_given_kubeconfig(
 # --- config errors through the whole program -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("overrides", "key"),
-    [
-        ({"gateway_replicas_min": "5", "gateway_replicas_max": "3"}, "gateway_replicas_min"),
-        ({"gpu": "true", "model_instance_type": "c6i.large"}, "model_instance_type"),
-        ({"model_path": "services/model/no-such-model"}, "model_path"),
-    ],
-    ids=["min-above-max", "gpu-without-gpu-instance", "unknown-model-path"],
-)
+# case -> (config overrides, the key the error must name)
+BAD_CONFIGS = {
+    "min-above-max": (
+        {"gateway_replicas_min": "5", "gateway_replicas_max": "3"},
+        "gateway_replicas_min",
+    ),
+    "gpu-without-gpu-instance": (
+        {"gpu": "true", "model_instance_type": "c6i.large"},
+        "model_instance_type",
+    ),
+    "unknown-model-path": ({"model_path": "services/model/no-such-model"}, "model_path"),
+}
+
+
+@pytest.fixture(scope="module")
+def failed_previews(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+) -> dict[str, tuple[int, str, Path]]:
+    """Previews of the dev stack with one bad setting each, run side by side."""
+    started = {}
+    for case, (overrides, _) in BAD_CONFIGS.items():
+        config = {**dev_stack_config(), f"{PROJECT}:model_path": str(model_dir)}
+        config.update({f"{PROJECT}:{key}": value for key, value in overrides.items()})
+        workdir = tmp_path_factory.mktemp(case)
+        started[case] = (run_program(config, workdir, preview=True), workdir)
+    outcome = {}
+    for case, (process, workdir) in started.items():
+        _, stderr = process.communicate(timeout=300)
+        outcome[case] = (process.returncode, stderr, workdir)
+    return outcome
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_bad_config_fails_the_preview_naming_the_key(
-    tmp_path: Path, model_dir: Path, overrides: dict[str, str], key: str
+    failed_previews: dict[str, tuple[int, str, Path]], case: str
 ) -> None:
-    config = {**dev_stack_config(), f"{PROJECT}:model_path": str(model_dir)}
-    config.update({f"{PROJECT}:{k}": v for k, v in overrides.items()})
-    process = run_program(config, tmp_path, preview=True)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 2
+    returncode, stderr, workdir = failed_previews[case]
+    key = BAD_CONFIGS[case][1]
+    assert returncode == 2
     assert f"config key '{PROJECT}:{key}'" in stderr
-    assert not (tmp_path / "declared.json").exists()
-
-
-def test_finish_reports_a_failed_run(tmp_path: Path) -> None:
-    process = run_program({"aws:region": "eu-west-1", f"{PROJECT}:gpu": "maybe"}, tmp_path)
-    with pytest.raises(AssertionError, match="gpu"):
-        finish(process, tmp_path)
+    assert not (workdir / "declared.json").exists()
