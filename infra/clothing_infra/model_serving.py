@@ -16,6 +16,7 @@ HEADLESS_SERVICE = "tf-serving-headless"
 GRPC_PORT = 8500
 REST_PORT = 8501
 CONFIG_DIR = "/etc/tfserving"
+ROLLOUT_SECONDS = 1200
 
 
 def tf_serving_args(model_name: str) -> list[str]:
@@ -134,10 +135,18 @@ class ModelServing(pulumi.ComponentResource):
                         "type": "RollingUpdate",
                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
                     },
+                    # A new pod may wait for the autoscaler to add a node, then pull a large
+                    # image (GBs with CUDA) and load the model.
+                    "progressDeadlineSeconds": ROLLOUT_SECONDS,
                     "template": {"metadata": {"labels": meta_labels}, "spec": pod_spec},
                 }
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{ROLLOUT_SECONDS + 300}s", update=f"{ROLLOUT_SECONDS + 300}s"
+                ),
+            ),
         )
         service = k8s.core.v1.Service(
             f"{name}-headless",

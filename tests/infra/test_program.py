@@ -347,6 +347,7 @@ def test_tf_serving_runs_batched_monitored_on_the_model_pool(default_stack: Decl
         {"key": POOL, "operator": "Equal", "value": "model", "effect": "NoSchedule"}
     ]
     assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["progressDeadlineSeconds"] >= 900
 
 
 def test_tf_serving_is_headless_internal_and_admits_only_the_gateway(
