@@ -129,6 +129,14 @@ def finish(process: subprocess.Popen[str], workdir: Path) -> Declared:
 
 
 @pytest.fixture(scope="session")
+def tools_bin() -> Path:
+    """.venv-tools/bin (checkov, hadolint, pulumi-policy), made by `make tools-env`."""
+    if not (TOOLS_BIN / "checkov").exists():
+        pytest.fail(f"{TOOLS_BIN} lacks checkov: run `make tools-env` (make test does)")
+    return TOOLS_BIN
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model base directory in TF Serving's layout, outside the repository."""
     return write_model_layout(tmp_path_factory.mktemp("model") / "clothing-model")

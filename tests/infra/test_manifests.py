@@ -13,7 +13,7 @@ import yaml
 from clothing_infra.settings import CLUSTER_AUTOSCALER_IMAGES
 from kubernetes_validate.utils import all_versions, major_minor
 
-from tests.infra.conftest import PROJECT, REPO_ROOT, TOOLS_BIN, Declared, dev_stack_config
+from tests.infra.conftest import PROJECT, REPO_ROOT, Declared, dev_stack_config
 from tests.infra.offline import run_offline
 
 DOCKERFILES = [
@@ -64,7 +64,7 @@ def test_schema_validation_rejects_a_misspelt_field(default_stack: Declared) -> 
 
 @pytest.fixture(scope="session")
 def checkov_report(
-    stacks: dict[str, Declared], tmp_path_factory: pytest.TempPathFactory
+    stacks: dict[str, Declared], tmp_path_factory: pytest.TempPathFactory, tools_bin: Path
 ) -> list[dict[str, Any]]:
     """One checkov run over every variant's manifests and both Dockerfiles."""
     directory = tmp_path_factory.mktemp("manifests")
@@ -73,7 +73,7 @@ def checkov_report(
         path = directory / f"{variant}.yaml"
         path.write_text(yaml.safe_dump_all(stacks[variant].kubernetes_objects(), sort_keys=False))
         files.append(path)
-    command = [str(TOOLS_BIN / "checkov"), "--skip-download", "--output", "json", "--compact"]
+    command = [str(tools_bin / "checkov"), "--skip-download", "--output", "json", "--compact"]
     for path in [*files, *DOCKERFILES]:
         command += ["--file", str(path)]
     result = run_offline(command)
@@ -112,14 +112,14 @@ def test_every_checkov_skip_is_written_in_place_with_a_reason(
     assert resources <= {"cluster-autoscaler", "nvidia-device-plugin"}
 
 
-def test_hadolint_reports_nothing_on_either_dockerfile() -> None:
-    result = run_offline([str(TOOLS_BIN / "hadolint"), "--format", "json", *map(str, DOCKERFILES)])
+def test_hadolint_reports_nothing_on_either_dockerfile(tools_bin: Path) -> None:
+    result = run_offline([str(tools_bin / "hadolint"), "--format", "json", *map(str, DOCKERFILES)])
     assert json.loads(result.stdout) == []
     assert result.returncode == 0
 
 
-def test_hadolint_would_flag_a_latest_base_image(tmp_path: Path) -> None:
+def test_hadolint_would_flag_a_latest_base_image(tmp_path: Path, tools_bin: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text('FROM python:latest\nUSER 10001\nCMD ["python"]\n')
-    result = run_offline([str(TOOLS_BIN / "hadolint"), "--format", "json", str(dockerfile)])
+    result = run_offline([str(tools_bin / "hadolint"), "--format", "json", str(dockerfile)])
     assert "DL3007" in {finding["code"] for finding in json.loads(result.stdout)}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from policy import rules
 
-from tests.infra.conftest import INFRA, TOOLS_BIN, Declared, normalise_numbers
+from tests.infra.conftest import INFRA, Declared, normalise_numbers
 
 PACK = INFRA / "policy"
 
@@ -148,7 +148,7 @@ def test_each_rule_flags_a_broken_copy_of_a_declared_resource(
 
 
 def test_an_internal_load_balancer_is_not_public() -> None:
-    service = {
+    service: dict[str, Any] = {
         "metadata": {
             "name": "metrics",
             "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"},
@@ -183,11 +183,11 @@ def test_policy_pack_project_file() -> None:
     assert "--hash=sha256:" in requirements
 
 
-def _run_pack(resources: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+def _run_pack(resources: list[dict[str, Any]], tmp_path: Path, tools_bin: Path) -> dict[str, Any]:
     path = tmp_path / "resources.json"
     path.write_text(json.dumps(resources))
     result = subprocess.run(
-        [str(TOOLS_BIN / "python"), str(Path(__file__).with_name("pack_harness.py")), str(path)],
+        [str(tools_bin / "python"), str(Path(__file__).with_name("pack_harness.py")), str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -198,7 +198,7 @@ def _run_pack(resources: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]
 
 
 def test_pulumi_policy_runs_the_rules_on_the_declared_resources(
-    stacks: dict[str, Declared], tmp_path: Path
+    stacks: dict[str, Declared], tmp_path: Path, tools_bin: Path
 ) -> None:
     declared = [r for variant in stacks.values() for r in variant.resources]
     broken = _resource(stacks["default"], "aws:ec2/launchTemplate:LaunchTemplate", "cluster-model")
@@ -207,7 +207,7 @@ def test_pulumi_policy_runs_the_rules_on_the_declared_resources(
     exposed = _resource(stacks["default"], "kubernetes:core/v1:Service", "model-serving-headless")
     _exposed(exposed)
     exposed["name"] = "exposed-service"
-    outcome = _run_pack([*declared, broken, exposed], tmp_path)
+    outcome = _run_pack([*declared, broken, exposed], tmp_path, tools_bin)
     assert [p["name"] for p in outcome["policies"]] == list(rules.RULES)
     assert {p["enforcement"] for p in outcome["policies"]} == {"mandatory"}
     assert sorted((v[0], v[1]) for v in outcome["violations"]) == [
