@@ -1,7 +1,7 @@
 """Evaluate the policy pack's policies on recorded resources, inside .venv-tools.
 
 Usage: .venv-tools/bin/python pack_harness.py RESOURCES_JSON
-Prints {"policies": [...], "violations": [[policy, resource name, message], ...]} as JSON.
+Prints {"pack": ..., "policies": [...], "violations": [[policy, resource, message], ...]}.
 Runs each pulumi-policy ResourceValidationPolicy exactly as the analyzer does: properties
 wrapped in pulumi-policy's unknown-checking proxies.
 """
@@ -9,18 +9,38 @@ wrapped in pulumi-policy's unknown-checking proxies.
 from __future__ import annotations
 
 import json
+import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
 
+import pulumi_policy
 from policy.policies import build_policies
-from pulumi_policy import (
-    PolicyCustomTimeouts,
-    PolicyResourceOptions,
-    ResourceValidationArgs,
-)
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.proxy import unknown_checking_proxy
+
+
+def load_pack() -> dict[str, Any]:
+    """Run the pack's entry point with PolicyPack recording its arguments instead of serving."""
+    recorded: dict[str, Any] = {}
+
+    class RecordingPack:
+        def __init__(self, name: str, policies: list[Any], enforcement_level: Any) -> None:
+            recorded.update(
+                name=name,
+                enforcement=str(enforcement_level.value),
+                policies=[policy.name for policy in policies],
+            )
+
+    serving_pack = pulumi_policy.PolicyPack
+    pulumi_policy.PolicyPack = RecordingPack  # type: ignore[misc,assignment]
+    try:
+        runpy.run_path(str(Path(sys.argv[0]).resolve().parents[2] / "infra" / "policy"))
+    finally:
+        pulumi_policy.PolicyPack = serving_pack  # type: ignore[misc]
+    return recorded
 
 
 def main() -> int:
@@ -61,7 +81,7 @@ def main() -> int:
         }
         for p in policies
     ]
-    print(json.dumps({"policies": summary, "violations": violations}))
+    print(json.dumps({"pack": load_pack(), "policies": summary, "violations": violations}))
     return 0
 
 

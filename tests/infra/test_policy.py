@@ -208,6 +208,11 @@ def test_pulumi_policy_runs_the_rules_on_the_declared_resources(
     _exposed(exposed)
     exposed["name"] = "exposed-service"
     outcome = _run_pack([*declared, broken, exposed], tmp_path, tools_bin)
+    assert outcome["pack"] == {
+        "name": "clothing-serving-security",
+        "enforcement": "mandatory",
+        "policies": list(rules.RULES),
+    }
     assert [p["name"] for p in outcome["policies"]] == list(rules.RULES)
     assert {p["enforcement"] for p in outcome["policies"]} == {"mandatory"}
     assert sorted((v[0], v[1]) for v in outcome["violations"]) == [
