@@ -35,11 +35,11 @@ def load_pack() -> dict[str, Any]:
             )
 
     serving_pack = pulumi_policy.PolicyPack
-    pulumi_policy.PolicyPack = RecordingPack  # type: ignore[misc,assignment]
+    pulumi_policy.PolicyPack = RecordingPack
     try:
         runpy.run_path(str(Path(sys.argv[0]).resolve().parents[2] / "infra" / "policy"))
     finally:
-        pulumi_policy.PolicyPack = serving_pack  # type: ignore[misc]
+        pulumi_policy.PolicyPack = serving_pack
     return recorded
 
 
