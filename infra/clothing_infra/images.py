@@ -49,19 +49,23 @@ LIFECYCLE_POLICY = json.dumps(
 )
 
 
-def _files(root: Path) -> Iterable[Path]:
+def _files(root: Path) -> Iterable[tuple[str, Path]]:
+    if root.is_file():
+        yield root.name, root
+        return
     for path in sorted(root.rglob("*")):
-        skipped = _SKIPPED.intersection(path.relative_to(root).parts) or path.suffix == ".pyc"
+        relative = path.relative_to(root)
+        skipped = _SKIPPED.intersection(relative.parts) or path.suffix == ".pyc"
         if path.is_file() and not skipped:
-            yield path
+            yield f"{root.name}/{relative.as_posix()}", path
 
 
-def content_tag(roots: Iterable[Path], build_args: Mapping[str, str]) -> str:
-    """A tag derived from every file of the build inputs and the build arguments."""
+def content_tag(inputs: Iterable[Path], build_args: Mapping[str, str]) -> str:
+    """A tag derived from the files that go into an image and its build arguments."""
     digest = hashlib.sha256()
-    for root in roots:
-        for path in _files(root):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+    for root in inputs:
+        for name, path in _files(root):
+            digest.update(name.encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(json.dumps(dict(build_args), sort_keys=True).encode())
     return f"sha-{digest.hexdigest()[:20]}"
@@ -133,7 +137,15 @@ class Images(pulumi.ComponentResource):
             model_repo,
             context=MODEL_CONTEXT,
             build_args=model_args,
-            tag=content_tag([MODEL_CONTEXT, settings.model_path], model_args),
+            tag=content_tag(
+                [
+                    MODEL_CONTEXT / "Dockerfile",
+                    MODEL_CONTEXT / "batching_parameters.txt",
+                    MODEL_CONTEXT / "monitoring.config",
+                    settings.model_path,
+                ],
+                model_args,
+            ),
             named_contexts={"model": settings.model_path},
         )
         gateway = self._image(
@@ -141,7 +153,15 @@ class Images(pulumi.ComponentResource):
             gateway_repo,
             context=GATEWAY_CONTEXT,
             build_args={},
-            tag=content_tag([GATEWAY_CONTEXT], {}),
+            tag=content_tag(
+                [
+                    GATEWAY_CONTEXT / "Dockerfile",
+                    GATEWAY_CONTEXT / "requirements.txt",
+                    GATEWAY_CONTEXT / "gunicorn.conf.py",
+                    GATEWAY_CONTEXT / "gateway",
+                ],
+                {},
+            ),
             named_contexts={},
         )
         self.model_repository_url = model_repo.repository_url

@@ -15,7 +15,7 @@ MODEL = REPO_ROOT / "services" / "model"
 GATEWAY = REPO_ROOT / "services" / "gateway"
 
 
-def test_content_tag_follows_the_files_and_the_build_arguments(tmp_path: Path) -> None:
+def test_content_tag_follows_the_image_inputs_and_the_build_arguments(tmp_path: Path) -> None:
     context = write_model_layout(tmp_path / "context")
     tag = content_tag([context], {"TF_SERVING_TAG": "2.21.0"})
     assert re.fullmatch(r"sha-[0-9a-f]{20}", tag)
@@ -30,6 +30,12 @@ def test_content_tag_follows_the_files_and_the_build_arguments(tmp_path: Path) -
     assert changed != tag
     (context / "1" / "saved_model.pb").rename(context / "1" / "saved_model2.pb")
     assert content_tag([context], {"TF_SERVING_TAG": "2.21.0"}) not in (tag, changed)
+    # Files are taken one by one too, so a README beside them does not change the tag.
+    config = tmp_path / "monitoring.config"
+    config.write_text("prometheus_config { enable: true }")
+    with_config = content_tag([config, context], {})
+    (tmp_path / "README.md").write_text("notes")
+    assert content_tag([config, context], {}) == with_config
 
 
 def _instructions(dockerfile: Path) -> list[str]:
