@@ -117,6 +117,7 @@ def hostile_host() -> Iterator[HostileHost]:
         "/1x10000.png": body(hostile.encode(hostile.photo_like((1, 10000)), "PNG")),
         "/10000x1.png": body(hostile.encode(hostile.photo_like((10000, 1)), "PNG")),
         "/20000x3.jpg": body(hostile.encode(hostile.photo_like((20000, 3)), "JPEG")),
+        "/slow.jpg": lambda h, q: None if h.wait(1.2) else h.reply(200, jpeg),
         "/status-500": lambda h, q: h.reply(500, b"boom", "text/plain"),
         "/loop-a": redirect("/loop-b"),
         "/loop-b": redirect("/loop-a", 307),
