@@ -167,11 +167,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not report.nodeid.startswith("tests/reliability/"):
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+        entry = {"test": report.nodeid, "outcome": report.outcome,
+                 "seconds": round(report.duration, 2)}  # fmt: skip
+        if hasattr(report, "wasxfail"):
+            entry["outcome"] = "xfailed" if report.skipped else "xpassed"
+            entry["reason"] = report.wasxfail
         with _lock:
-            _outcomes.append(
-                {"test": report.nodeid, "outcome": outcome, "seconds": round(report.duration, 2)}
-            )
+            _outcomes.append(entry)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
