@@ -63,5 +63,15 @@ bench-env: uv
 bench: sync gateway-env bench-env
 	$(UV) run --frozen python -m benchmarks
 
+# Schemathesis on the OpenAPI document, many more examples than `make test` (writes docs/reliability.md).
+fuzz: sync gateway-env
+	RELIABILITY_FUZZ_EXAMPLES=$${RELIABILITY_FUZZ_EXAMPLES:-400} $(UV) run --frozen pytest -q tests/reliability/test_schema_fuzz.py
+	$(UV) run --frozen python -m tests.reliability.report
+
+# The reliability suite with a 10-minute soak (loopback only; writes docs/reliability.md).
+soak: sync gateway-env
+	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-600} $(UV) run --frozen pytest -q --timeout=1500 tests/reliability
+	$(UV) run --frozen python -m tests.reliability.report
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

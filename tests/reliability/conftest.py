@@ -184,5 +184,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     existing = FIGURES / "cases.json"
     if existing.is_file():
         previous = {c["test"]: c for c in json.loads(existing.read_text()).get("cases", [])}
+    # a test file run now replaces all its earlier entries (renamed or removed cases go)
+    files_run = {c["test"].split("::", 1)[0] for c in _outcomes}
+    previous = {k: v for k, v in previous.items() if k.split("::", 1)[0] not in files_run}
     previous.update({c["test"]: c for c in _outcomes})
     record_figures("cases", {"cases": sorted(previous.values(), key=lambda c: c["test"])})

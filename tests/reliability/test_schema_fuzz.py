@@ -40,7 +40,7 @@ from tests.reliability.conftest import MAX_IMAGE_BYTES, record_figures
 from tests.reliability.hostile import ConnectGuard, TableResolver
 
 pytestmark = pytest.mark.slow
-EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "25"))
 # derandomized (reproducible) in `make test`; `make fuzz` explores
 DERANDOMIZE = "RELIABILITY_FUZZ_EXAMPLES" not in os.environ
 CHECKS = [
@@ -105,7 +105,7 @@ def target(model_server: Running) -> Iterator[FuzzTarget]:
     # every address the policy let through was public (and the guard refused it anyway)
     assert all(ipaddress.ip_address(a.split("%")[0]).is_global for a in guard.outside)
     record_figures(
-        "fuzz",
+        "fuzz-short" if DERANDOMIZE else "fuzz-long",
         {**_tally, "examples_per_operation_and_mode": EXAMPLES, "guarded": len(guard.outside)},
     )
 
