@@ -94,11 +94,6 @@ def test_hostile_bodies_get_their_error(
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: json.loads raises RecursionError on deeply nested JSON, which "
-    "app.json_body does not catch, so the catch-all handler answers 500 internal_error",
-)
 def test_deeply_nested_json_is_invalid_json(strict_gateway: Running, good_upload: GoodCall) -> None:
     nested = b'{"url": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     expect_refusal(
@@ -107,11 +102,6 @@ def test_deeply_nested_json_is_invalid_json(strict_gateway: Running, good_upload
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: json.loads raises ValueError (not JSONDecodeError) for an integer of "
-    "more than 4300 digits (sys.get_int_max_str_digits), uncaught in app.json_body: 500",
-)
 def test_an_overlong_integer_is_invalid_json(
     strict_gateway: Running, good_upload: GoodCall
 ) -> None:
@@ -121,13 +111,6 @@ def test_an_overlong_integer_is_invalid_json(
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: a chunked request body (no Content-Length) over GATEWAY_MAX_BODY_BYTES "
-    "is silently cut at the limit (werkzeug's LimitedStream.readall returns the first "
-    "max_content_length bytes; only a further read raises 413) and the prefix is parsed, so "
-    "this body is answered 400 forbidden_url instead of 413 payload_too_large",
-)
 def test_a_chunked_body_over_the_limit_is_refused(
     strict_gateway: Running, good_upload: GoodCall
 ) -> None:
