@@ -21,7 +21,8 @@ def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadR
         "end to end on the local stack",
         f"wrk (closed loop, {settings.duration:g} s per point after {settings.warmup:g} s of "
         'warm-up) POSTs `{"url": ...}` for the photos in turn; the photos come from Python\'s '
-        "`http.server` on 127.0.0.1, the model server is the development server serving the demo "
+        "`http.server` with a deep listen backlog (benchmarks/photo_server.py) on 127.0.0.1, "
+        "the model server is the development server serving the demo "
         "model with server-side batching as deployed (services/model/batching_parameters.txt). "
         "Baseline: "
         "benchmarks/seed_gateway.py (Flask, keras-image-helper, `tf.make_tensor_proto`, the "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from local_stack import stop
 
-from benchmarks.config import BenchError
+from benchmarks.config import REPO, BenchError
 from benchmarks.stack import free_port
 
 
@@ -56,21 +56,13 @@ class PhotoServer:
 
 @contextmanager
 def photo_server(dataset: Path, log: Path) -> Iterator[PhotoServer]:
-    """Python's own `http.server` over the dataset on 127.0.0.1, in its own process so its CPU
+    """benchmarks/photo_server.py over the dataset on 127.0.0.1, in its own process so its CPU
     is not the benchmark runner's."""
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "http.server",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-                str(dataset),
-            ],
+            [sys.executable, "-m", "benchmarks.photo_server", str(port), str(dataset)],
+            cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
