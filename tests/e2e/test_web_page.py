@@ -371,6 +371,9 @@ def focus_ring(page: Any) -> dict[str, Any]:
 def test_keyboard_reaches_every_control_with_a_visible_focus_and_enter_submits(
     page: Any, photo: Photo, image_host: ImageHost
 ) -> None:
+    # Playwright turns on file chooser interception without waiting for it; a listener added
+    # before the key presses below makes sure it is on when Enter opens the chooser.
+    page.on("filechooser", lambda chooser: None)
     rings = []
     for _ in range(3):
         page.keyboard.press("Tab")
