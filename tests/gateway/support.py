@@ -53,7 +53,7 @@ class ColourPredictor:
         )
         self.batches: list[int] = []
 
-    def model_info(self, request_id: str) -> ModelInfo:
+    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
         return self.info
 
     def predict(self, images: np.ndarray, request_id: str) -> Prediction:

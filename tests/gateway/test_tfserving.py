@@ -211,6 +211,24 @@ def test_readiness_survives_a_model_server_blip() -> None:
     served.close()
 
 
+def test_readiness_does_not_wait_for_a_hung_model_server() -> None:
+    servicer = ScriptedServing()
+    with serve_scripted(servicer) as port:
+        app = create_app(settings_for(port, model_info_ttl=0.0, model_timeout=5.0))
+        served = _serve(app)
+        base = next(served)
+        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+    # the port now accepts connections and never answers: a refresh would hang for 5 s
+    with socket.socket() as hung:
+        hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hung.bind(("127.0.0.1", port))
+        hung.listen(16)
+        ready = requests.get(f"{base}/readyz", timeout=2)
+        assert ready.status_code == 200
+        assert ready.json()["model"] == {"name": "clothing-model", "version": 7}
+    served.close()
+
+
 def test_not_ready_until_the_model_was_described_once() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

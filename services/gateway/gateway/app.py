@@ -184,9 +184,10 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        # Ready once the model has been described; later TF Serving blips keep the cached
-        # description and fail single requests with 503 instead of emptying the Service.
-        info = classifier.predictor.model_info(g.request_id)
+        # Ready once the model has been described; later TF Serving blips (even a hung server)
+        # keep the cached description, never block the probe, and fail single requests with
+        # 503 instead of taking every replica out of the Service at once.
+        info = classifier.predictor.model_info(g.request_id, allow_stale=True)
         return jsonify({"status": "ready", "model": model_json(info)})
 
     @app.get("/metrics")

@@ -35,8 +35,12 @@ class Prediction:
 class Predictor(Protocol):
     """Anything that can describe a model and score a batch of uint8 NxHxWx3 images."""
 
-    def model_info(self, request_id: str) -> ModelInfo:
-        """The served model's description (cached); raises a GatewayError when unavailable."""
+    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
+        """The served model's description (cached); raises a GatewayError when unavailable.
+
+        With `allow_stale`, a description read before is returned without asking the model
+        server again, so a hung model server cannot make the caller wait.
+        """
         ...
 
     def predict(self, images: np.ndarray, request_id: str) -> Prediction:

@@ -176,10 +176,10 @@ class TFServingPredictor:
             raise map_rpc_error(exc, self.settings, what) from None
 
     # -- model discovery --------------------------------------------------------------------
-    def model_info(self, request_id: str) -> ModelInfo:
+    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
         """The cached model description, re-read after the TTL (a failed re-read keeps it)."""
         info = self._info
-        if info is not None and time.monotonic() < self._info_expires:
+        if info is not None and (allow_stale or time.monotonic() < self._info_expires):
             return info
         with self._info_lock:
             if self._info is not None and time.monotonic() < self._info_expires:
