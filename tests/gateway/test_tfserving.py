@@ -23,7 +23,7 @@ from gateway.errors import (
     ModelUnavailable,
 )
 from gateway.settings import Settings
-from gateway.tfserving import TFServingPredictor, service_config
+from gateway.tfserving import TFServingPredictor, channel_options, service_config
 from tensorflow.core.framework import types_pb2
 
 from tests.gateway.conftest import _serve
@@ -286,3 +286,9 @@ def test_each_process_makes_its_own_channel(
     monkeypatch.setattr("gateway.tfserving.os.getpid", lambda: -1)  # as in a forked worker
     assert predictor.stub() is not first
     assert predictor.predict(IMAGES[:1], "after-fork").scores.shape == (1, 3)
+
+
+def test_reconnect_backoff_is_capped_so_workers_recover_soon_after_an_outage() -> None:
+    options = dict(channel_options(Settings()))
+    assert options["grpc.max_reconnect_backoff_ms"] <= 5_000
+    assert options["grpc.initial_reconnect_backoff_ms"] <= options["grpc.max_reconnect_backoff_ms"]

@@ -72,6 +72,10 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         # re-resolve a headless Service's DNS name at most every 10 s when pods come and go
         ("grpc.dns_min_time_between_resolutions_ms", 10_000),
+        # gRPC's reconnect backoff grows to 120 s by default: after a long model-server outage
+        # a worker would keep answering 503 for up to two minutes once TF Serving is back.
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
 
 
