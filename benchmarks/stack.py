@@ -33,9 +33,6 @@ from local_stack import (
 
 from benchmarks.config import BATCHING_PARAMETERS, REPO, SEED_VENV, BenchError
 
-# TF Serving fields the development server does not know; dropped from our copy of the file.
-UNSUPPORTED_BATCHING_FIELDS = ("pad_variable_length_inputs",)
-
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
@@ -51,15 +48,6 @@ class Gateway:
     label: str
     url: str
     pid: int
-
-
-def batching_file(work: Path) -> Path:
-    """The repository's batching parameters, minus the fields the dev server refuses."""
-    lines = BATCHING_PARAMETERS.read_text("utf-8").splitlines()
-    kept = [x for x in lines if not x.strip().startswith(UNSUPPORTED_BATCHING_FIELDS)]
-    target = work / "batching_parameters.txt"
-    target.write_text("\n".join(kept) + "\n", "utf-8")
-    return target
 
 
 @contextmanager
@@ -78,7 +66,7 @@ def model_server(
     command = model_server_command(first_base, first_name, grpc_port, rest_port, sys.executable)
     command.append(f"--model_config_file={config}")
     if batching:
-        command += ["--enable_batching", f"--batching_parameters_file={batching_file(work)}"]
+        command += ["--enable_batching", f"--batching_parameters_file={BATCHING_PARAMETERS}"]
     if "devserver" in command:
         command.append("--log_level=warning")  # TF Serving logs no line per request either
     env = {"PYTHONPATH": str(DEVSERVER_DIR), "TF_CPP_MIN_LOG_LEVEL": "2"}
