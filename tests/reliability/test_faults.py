@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 MODEL_TIMEOUT = 5
 RETRY_AFTER = "2"
 THREADS = 4  # gunicorn threads per worker
+LOAD_THREADS = 6  # concurrent clients, each on its own keep-alive connection
 FAULT_ENV = {
     **GATEWAY_ENV,
     "GATEWAY_MODEL_TIMEOUT_SECONDS": str(MODEL_TIMEOUT),
@@ -131,7 +132,7 @@ def test_a_killed_worker_loses_at_most_its_requests_in_flight(
         master = psutil.Process(gateway.process.pid)
         workers = master.children()
         assert len(workers) == 2
-        with Load(good_upload(gateway.url), threads=6) as load:
+        with Load(good_upload(gateway.url), threads=LOAD_THREADS) as load:
             time.sleep(3)
             killed_at = time.monotonic()
             os.kill(workers[0].pid, signal.SIGKILL)
@@ -142,8 +143,10 @@ def test_a_killed_worker_loses_at_most_its_requests_in_flight(
             load.stop()
         failed = [s for s in load.samples if s.status != 200]
     # only requests already in flight on the killed worker may fail, and only by losing the
-    # connection; everything started after the kill succeeds
-    assert len(failed) <= THREADS, statuses(failed)
+    # connection; everything started after the kill succeeds. A gthread worker accepts
+    # keep-alive connections beyond its thread count, so up to one request per client
+    # connection can be in flight there, never more.
+    assert len(failed) <= LOAD_THREADS, statuses(failed)
     assert all(s.started <= killed_at and s.status == 0 for s in failed), failed
     assert all(s.status == 200 for s in load.since(killed_at))
     _figures["worker_killed"] = {
