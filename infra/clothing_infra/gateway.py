@@ -106,20 +106,17 @@ class Gateway(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=child,
         )
-        pod_spec: dict[str, Any] = {
-            "serviceAccountName": account.metadata.name,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": labels.pod_security_context(),
-            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-            "containers": [gateway_container(image, tf_serving_target, model_name)],
-            "volumes": [
+        pod_spec = labels.restricted_pod_spec(
+            NAME,
+            account.metadata.name,
+            TERMINATION_GRACE_SECONDS,
+            [gateway_container(image, tf_serving_target, model_name)],
+            [
                 {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                 {"name": "prometheus", "emptyDir": {"medium": "Memory", "sizeLimit": "32Mi"}},
             ],
-            "topologySpreadConstraints": labels.spread_over_zones_and_nodes(NAME),
-            **labels.pool_placement(node_pool),
-        }
+            node_pool,
+        )
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=fields({"name": NAME, "namespace": namespace, "labels": meta_labels}),

@@ -86,3 +86,25 @@ def spread_over_zones_and_nodes(name: str) -> list[dict[str, Any]]:
         }
         for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
     ]
+
+
+def restricted_pod_spec(
+    name: str,
+    service_account: Any,
+    grace_seconds: int,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    pool: str | None,
+) -> dict[str, Any]:
+    """A pod spec meeting Pod Security `restricted`, spread over zones, placed on its pool."""
+    return {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": grace_seconds,
+        "containers": containers,
+        "volumes": volumes,
+        "topologySpreadConstraints": spread_over_zones_and_nodes(name),
+        **pool_placement(pool),
+    }

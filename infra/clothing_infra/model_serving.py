@@ -113,17 +113,14 @@ class ModelServing(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=child,
         )
-        pod_spec: dict[str, Any] = {
-            "serviceAccountName": account.metadata.name,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": labels.pod_security_context(),
-            "terminationGracePeriodSeconds": 30,
-            "containers": [tf_serving_container(image, model_name, gpu)],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
-            "topologySpreadConstraints": labels.spread_over_zones_and_nodes(NAME),
-            **labels.pool_placement(node_pool),
-        }
+        pod_spec = labels.restricted_pod_spec(
+            NAME,
+            account.metadata.name,
+            30,
+            [tf_serving_container(image, model_name, gpu)],
+            [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+            node_pool,
+        )
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=fields({"name": NAME, "namespace": namespace, "labels": meta_labels}),
