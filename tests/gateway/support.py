@@ -139,13 +139,14 @@ def serve_images(routes: dict[str, Route]) -> Iterator[ImageHost]:
 
 
 class Canary:
-    """A loopback listener that only counts the connections it receives."""
+    """A loopback listener (IPv4 or IPv6) that only counts the connections it receives."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
         self.sock.listen(16)
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self._stop = threading.Event()

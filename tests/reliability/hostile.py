@@ -322,38 +322,6 @@ class NeverAccepts:
 # --- canaries and the connect guard -------------------------------------------------------
 
 
-class Canary:
-    """A loopback listener (IPv4 or IPv6) that only counts the connections it receives."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-
-
 class ConnectGuard:
     """Patches `socket.socket.connect` in this process: loopback goes through, anything else is
     recorded in `outside` and refused with ECONNREFUSED before a packet is sent."""

@@ -27,9 +27,9 @@ from gateway.tfserving import TFServingPredictor
 from local_stack import Running
 from werkzeug.serving import make_server
 
+from tests.gateway.support import Canary
 from tests.reliability.conftest import DOWNLOAD_DEADLINE, MAX_IMAGE_BYTES, SLACK
 from tests.reliability.hostile import (
-    Canary,
     ConnectGuard,
     HostileHost,
     TableResolver,
