@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import os
 import shutil
 import socket
 import ssl
@@ -642,6 +643,67 @@ def test_a_slow_lookup_hits_the_total_deadline() -> None:
     finally:
         release.set()
     assert elapsed < policy.total_timeout + SLACK
+
+
+def test_a_later_shorter_deadline_fires_first(base: str) -> None:
+    # the shared watchdog sleeps until the earliest deadline, so one that arrives later but
+    # ends sooner must wake it
+    long_policy = replace(POLICY, read_timeout=5.0, total_timeout=3.0)
+    short_policy = replace(POLICY, read_timeout=5.0, total_timeout=0.5)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(
+            bounded, long_policy, lambda: fetch_image(f"{base}/drip-body", long_policy)
+        )
+        time.sleep(0.2)
+        short = bounded(short_policy, lambda: fetch_image(f"{base}/drip-body", short_policy))
+        assert not slow.done()
+        assert short < short_policy.total_timeout + SLACK
+        assert slow.result() >= long_policy.total_timeout
+
+
+def test_one_watchdog_thread_serves_every_download(
+    base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="test-client") as pool:
+        list(pool.map(lambda _: fetch_image(f"{base}/image", POLICY), range(32)))
+    ours = [t.name for t in started if not t.name.startswith("test-client")]
+    ours = [name for name in ours if "process_request_thread" not in name]  # the image host
+    assert set(ours) <= {"gateway-download-watchdog"}  # no thread per download
+    names = [thread.name for thread in threading.enumerate()]
+    assert names.count("gateway-download-watchdog") == 1
+
+
+def test_a_finished_download_is_never_cut_later(base: str) -> None:
+    policy = replace(POLICY, total_timeout=0.3)
+    first = fetch_image(f"{base}/image", policy)
+    time.sleep(0.4)  # its deadline passes while nothing is attached to it
+    assert first.data == IMAGE
+    assert fetch_image(f"{base}/image", policy).data == IMAGE
+
+
+def test_deadlines_still_fire_in_a_forked_worker(base: str) -> None:
+    fetch_image(f"{base}/image", POLICY)  # the parent's watchdog thread is running
+    policy = replace(POLICY, read_timeout=5.0, total_timeout=0.5)
+    pid = os.fork()
+    if pid == 0:  # child: the parent's thread did not survive the fork
+        code = 1
+        try:
+            started = time.monotonic()
+            fetch_image(f"{base}/drip-body", policy)
+        except DownloadTimeout:
+            code = 0 if time.monotonic() - started < policy.total_timeout + SLACK else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_policy_rejects_nonsense_limits() -> None:
