@@ -24,11 +24,11 @@ import psutil
 from local_stack import (
     DEVSERVER_DIR,
     Running,
-    _get,
-    _wait,
+    http_get,
     model_server_command,
     start_gateway,
     stop,
+    wait_until_ready,
 )
 
 from benchmarks.config import BATCHING_PARAMETERS, REPO, SEED_VENV, BenchError
@@ -74,10 +74,10 @@ def model_server(
         rest = f"http://127.0.0.1:{rest_port}"
 
         def available() -> bool:
-            answers = [_get(f"{rest}/v1/models/{name}") for name, _ in models]
+            answers = [http_get(f"{rest}/v1/models/{name}") for name, _ in models]
             return all(status == 200 and b"AVAILABLE" in body for status, body in answers)
 
-        _wait(process, available, "the model server", 240, log)
+        wait_until_ready(process, available, "the model server", 240, log)
         yield Running(process, rest, f"127.0.0.1:{grpc_port}")
 
 
@@ -152,7 +152,11 @@ def seed_gateway(
     }
     with _started(command, env, log) as process:
         url = f"http://127.0.0.1:{port}"
-        _wait(process, lambda: _get(f"{url}/readyz")[0] == 200, "the seed gateway", 180, log)
+
+        def ready() -> bool:
+            return http_get(f"{url}/readyz")[0] == 200
+
+        wait_until_ready(process, ready, "the seed gateway", 180, log)
         yield Gateway("seed", url, process.pid)
 
 

@@ -9,7 +9,7 @@ The model server is `tensorflow_model_server` when it is on PATH, else the devel
 `.venv-gateway`. Ctrl-C or SIGTERM stops both cleanly (gateway first).
 
 `start_model_server` and `start_gateway` are context managers reused by the end-to-end tests
-and the benchmarks.
+and the benchmarks, with `model_server_command`, `http_get`, `wait_until_ready` and `stop`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Running:
     grpc_target: str = ""
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET a loopback URL: (status, body), or (0, b"") when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
             return response.status, response.read()
@@ -62,9 +63,10 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _wait(
+def wait_until_ready(
     process: subprocess.Popen[bytes], ready: Any, what: str, timeout: float, log: Path | None
 ) -> None:
+    """Poll `ready()` until it is true; StackError if `process` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -143,14 +145,14 @@ def start_model_server(
     rest = f"http://127.0.0.1:{rest_port}"
 
     def available() -> bool:
-        status, body = _get(f"{rest}/v1/models/{model_name}")
+        status, body = http_get(f"{rest}/v1/models/{model_name}")
         if status != 200:
             return False
         states = [v.get("state") for v in json.loads(body).get("model_version_status", [])]
         return "AVAILABLE" in states
 
     try:
-        _wait(process, available, "the model server", timeout, log)
+        wait_until_ready(process, available, "the model server", timeout, log)
         yield Running(process, rest, f"127.0.0.1:{grpc_port}")
     finally:
         stop(process)
@@ -184,7 +186,11 @@ def start_gateway(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(process, lambda: _get(f"{url}/readyz")[0] == 200, "the gateway", timeout, log)
+
+        def ready() -> bool:
+            return http_get(f"{url}/readyz")[0] == 200
+
+        wait_until_ready(process, ready, "the gateway", timeout, log)
         yield Running(process, url)
     finally:
         stop(process)
