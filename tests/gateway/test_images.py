@@ -16,10 +16,10 @@ from gateway.errors import (
     UnsupportedImageFormat,
 )
 from gateway.images import load_model_input, open_checked
-from gateway.preprocessing import ResizeSpec, to_model_input
+from gateway.preprocessing import ResizeSpec, to_model_input, to_rgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tests.gateway.support import COLOURS, image_bytes
 
@@ -72,6 +72,51 @@ def test_jpeg_draft_decodes_at_reduced_scale() -> None:
     without = load(data, ResizeSpec(32, 32, "bilinear", False))
     assert not np.array_equal(with_draft, without)  # draft changed the decoded pixels
     assert np.abs(with_draft.astype(int) - without.astype(int)).mean() < 20  # same picture
+
+
+def jpeg_of_size(width: int, height: int, orientation: int = 1) -> bytes:
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", exif=exif.tobytes(), quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("target", "decoded"),
+    [
+        ((112, 112), (200, 267)),
+        ((64, 64), (100, 134)),
+        ((40, 40), (50, 67)),
+        ((300, 300), (400, 533)),
+    ],
+)
+def test_jpeg_draft_decodes_at_the_smallest_scale_not_below_the_target(
+    target: tuple[int, int], decoded: tuple[int, int]
+) -> None:
+    # the dataset's typical 400x533 photo: libjpeg can scale by 1/2, 1/4 or 1/8
+    image = Image.open(io.BytesIO(jpeg_of_size(400, 533)))
+    rgb = to_rgb(image, ResizeSpec(target[1], target[0], "bilinear", jpeg_draft=True))
+    assert rgb.size == decoded
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_jpeg_draft_of_a_rotated_photo_never_goes_below_the_target(orientation: int) -> None:
+    # stored 400 wide x 200 high, upright 200 wide x 400 high; the target is 100 x 200 upright
+    # (width x height). Drafting on the stored axes without the swap would decode 100x50.
+    image = Image.open(io.BytesIO(jpeg_of_size(400, 200, orientation)))
+    rgb = to_rgb(image, ResizeSpec(200, 100, "bilinear", jpeg_draft=True))
+    assert rgb.size == (100, 200)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_in_place_matches_pillows_exif_transpose(orientation: int) -> None:
+    data = jpeg_of_size(48, 32, orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    actual = np.asarray(to_rgb(Image.open(io.BytesIO(data)), ResizeSpec(8, 8)))
+    np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize(

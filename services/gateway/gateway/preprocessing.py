@@ -20,6 +20,8 @@ RESAMPLING = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+ORIENTATION_TAG = 0x0112
+QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,18 @@ def decode_rgb(data: bytes, spec: ResizeSpec) -> Image.Image:
 
 
 def to_rgb(image: Image.Image, spec: ResizeSpec) -> Image.Image:
-    """Decode an opened (not yet loaded) image to RGB with EXIF orientation applied."""
+    """Decode an opened (not yet loaded) image to RGB with EXIF orientation applied.
+
+    `image` itself is transposed in place; use the returned image.
+    """
     if spec.jpeg_draft and image.format == "JPEG":
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below twice the target size,
-        # so the final filtered resize still sees enough pixels.
-        image.draft("RGB", (spec.width * 2, spec.height * 2))
-    image = ImageOps.exif_transpose(image)
+        # libjpeg's scaled IDCT decodes at 1/2, 1/4 or 1/8 scale, never below the target
+        # size, for a fraction of a full decode; the filtered resize does the rest.
+        width, height = spec.width, spec.height
+        if image.getexif().get(ORIENTATION_TAG) in QUARTER_TURNS:
+            width, height = height, width
+        image.draft("RGB", (width, height))
+    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of upright photos
     if image.mode.startswith("I;16"):
         # 16-bit greyscale: keep the high byte (Pillow's own conversion would clip at 255)
         image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
