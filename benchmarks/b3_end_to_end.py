@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from benchmarks.context import Stack
 from benchmarks.load import LoadResult, run_wrk
 from benchmarks.report import Section, Target
@@ -11,6 +13,31 @@ from benchmarks.stack import Gateway
 def cpu_share(result: LoadResult) -> str:
     """Each watched process's CPU during a run, in % of one CPU."""
     return ", ".join(f"{name} {100 * s / result.seconds:.0f} %" for name, s in result.cpu.items())
+
+
+def total_cpu_per_request(result: LoadResult) -> float:
+    """CPU seconds of every watched process (gateway, model server, photo server) per request."""
+    return sum(result.cpu.values()) / result.requests if result.requests else 0.0
+
+
+def throughput_bound(clients: int, mine: LoadResult, base: LoadResult) -> str:
+    """How far ahead of the seed our stack could get on this machine if our gateway were free.
+
+    When the processes together keep every CPU busy, throughput is CPUs / CPU per request; a
+    gateway costing nothing leaves the model and photo servers' share of each request."""
+    ours_rest = total_cpu_per_request(mine) - mine.cpu_per_request("gateway")
+    seed_total = total_cpu_per_request(base)
+    busy, cpus = sum(mine.cpu.values()) / mine.seconds, os.cpu_count() or 1
+    state = "saturated" if busy >= 0.9 * cpus else "not saturated, so the bound is loose"
+    return (
+        f"{clients} clients, the bound: all watched processes used {busy:.2f} CPUs of "
+        f"{cpus} with ours ({state}). Per request the seed's stack cost "
+        f"{seed_total * 1000:.1f} ms of CPU, ours without its gateway "
+        f"{ours_rest * 1000:.1f} ms (model and photo servers), so even a gateway using no CPU "
+        f"could make ours at most {seed_total / ours_rest:.2f}x the seed's throughput here."
+        if ours_rest > 0
+        else f"{clients} clients: no CPU figures recorded"
+    )
 
 
 def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadResult]]:
@@ -75,6 +102,8 @@ def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadR
         section.notes.append(
             f"{clients} clients: CPU use, ours: {cpu_share(mine)}; seed: {cpu_share(base)}"
         )
+        if targeted:
+            section.notes.append(throughput_bound(clients, mine, base))
         for result, label in ((mine, "ours"), (base, "seed")):
             if result.errors:
                 section.notes.append(f"{clients} clients, {label}: {result.errors} failed requests")

@@ -3,6 +3,7 @@ gRPC, and the whole stack at saturation against gateway worker counts."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -79,6 +80,23 @@ def model_server_alone(stack: Stack, clients: int, seconds: float) -> float:
             thread.join()
         elapsed = time.perf_counter() - started
     return sum(done) / elapsed
+
+
+def ceiling_bound(ceiling: float, best: LoadResult) -> str:
+    """The best fraction of the ceiling a stack sharing these CPUs could reach.
+
+    The in-process ceiling keeps every CPU on the model, so an image costs at least
+    CPUs / ceiling seconds of CPU; the gateway and the photo server add theirs per request."""
+    cpus = os.cpu_count() or 1
+    model = cpus / ceiling
+    others = best.cpu_per_request("gateway") + best.cpu_per_request("photo server")
+    return (
+        f"the bound: an image costs the model at least {model * 1000:.1f} ms of CPU "
+        f"({cpus} CPUs / {ceiling:.0f} img/s); the gateway and photo server added "
+        f"{others * 1000:.1f} ms per request in the best run, so a stack sharing these {cpus} "
+        f"CPUs reaches at most {model / (model + others):.2f} of the ceiling, even with a model "
+        "server as efficient as the in-process call."
+    )
 
 
 def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
@@ -165,6 +183,8 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
     section.notes.append(
         f"/predict/batch: p99 {batched.p99_ms:.0f} ms per {size}-URL request; CPU use: {shares}"
     )
+    best = max(by_workers.values(), key=lambda r: r.throughput)
+    section.notes.append(ceiling_bound(ceiling, best))
     saturation = max([r.throughput for r in by_workers.values()] + [r.throughput for r in earlier])
     section.add(
         "stack at saturation, one image per request (best of all runs)",
