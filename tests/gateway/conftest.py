@@ -52,6 +52,7 @@ def image_host() -> Iterator[ImageHost]:
         "/blue.webp": Route(image_bytes("WEBP", COLOURS["blue"]), content_type="image/webp"),
         "/error": Route(b"boom", 500, "text/plain"),
         "/slow.jpg": Route(image_bytes("JPEG"), delay=5.0),
+        "/late.png": Route(image_bytes("PNG", COLOURS["red"]), content_type="image/png", delay=0.3),
         "/huge.jpg": Route(b"\xff" * (MAX_IMAGE_BYTES + 1)),
         "/page.html": Route(b"<html><body>not an image</body></html>", content_type="text/html"),
         "/truncated.jpg": Route(image_bytes("JPEG", size=(400, 300))[:600]),

@@ -123,6 +123,46 @@ def test_batch_of_only_bad_items_answers_200(server: str, image_host: ImageHost)
     assert check(response, "/predict/batch")["results"][0]["error"]["code"] == "image_host_error"
 
 
+def server_timing(response: requests.Response) -> dict[str, float]:
+    """The Server-Timing header as {metric: milliseconds}, in the order sent."""
+    metrics = {}
+    for part in response.headers["Server-Timing"].split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        metrics[name] = float(duration)
+    return metrics
+
+
+def test_server_timing_names_each_stage_of_a_url_request(
+    server: str, image_host: ImageHost
+) -> None:
+    # the image host waits 0.3 s before answering: that time belongs to the download
+    response = requests.post(
+        f"{server}/predict", json={"url": image_host.url("/late.png")}, timeout=30
+    )
+    assert response.status_code == 200
+    timing = server_timing(response)
+    assert list(timing) == ["download", "preprocess", "model", "total"]
+    assert timing["download"] >= 300
+    assert timing["download"] > timing["preprocess"] + timing["model"]
+    assert timing["total"] >= timing["download"] + timing["preprocess"] + timing["model"]
+
+
+def test_server_timing_of_uploads_batches_and_errors(server: str, image_host: ImageHost) -> None:
+    uploaded = server_timing(upload(server, image_bytes("PNG", COLOURS["red"])))
+    assert list(uploaded) == ["preprocess", "model", "total"]
+    batch = requests.post(
+        f"{server}/predict/batch",
+        json={"urls": [image_host.url("/late.png"), image_host.url("/red.jpg")]},
+        timeout=30,
+    )
+    timing = server_timing(batch)
+    assert list(timing) == ["images", "model", "total"]
+    assert timing["images"] >= 300  # every download and preprocess, as one wall time
+    refused = requests.post(f"{server}/predict", data=b"{", timeout=10)
+    assert refused.status_code == 400
+    assert list(server_timing(refused)) == ["total"]
+
+
 def test_request_id_is_echoed_or_generated(server: str) -> None:
     given = requests.get(f"{server}/healthz", headers={"X-Request-ID": "abc-123"}, timeout=10)
     assert given.headers["X-Request-ID"] == "abc-123"

@@ -18,7 +18,7 @@ from gateway import errors
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.predictor import Predictor
-from gateway.service import Classifier, Fetcher, model_json
+from gateway.service import Classifier, Fetcher, Stopwatch, model_json
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.app")
@@ -83,6 +83,7 @@ def create_app(
         g.request_id = header if REQUEST_ID.match(header) else uuid.uuid4().hex
         g.error_code = None
         g.items = None
+        g.stopwatch = Stopwatch()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -91,6 +92,7 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        response.headers["Server-Timing"] = server_timing(g.get("stopwatch"), seconds)
         status = str(response.status_code)
         metrics.requests.labels(route, request.method, status).inc()
         metrics.request_seconds.labels(route, request.method, status).observe(seconds)
@@ -156,14 +158,14 @@ def create_app(
                 raise errors.ImageTooLarge(
                     f"the image is over the limit of {settings.max_image_bytes} bytes"
                 )
-            return jsonify(classifier.classify_bytes(data, g.request_id))
+            return jsonify(classifier.classify_bytes(data, g.request_id, g.stopwatch))
         body = json_body()
         url = body.get("url")
         if url is None:
             raise errors.BadRequest('the body needs a "url": {"url": "https://..."}')
         if not isinstance(url, str):
             raise errors.InvalidURL('"url" must be a string')
-        return jsonify(classifier.classify_url(url, g.request_id))
+        return jsonify(classifier.classify_url(url, g.request_id, g.stopwatch))
 
     @app.post("/predict/batch")
     def predict_batch() -> Response:
@@ -176,7 +178,7 @@ def create_app(
                 f"{len(urls)} URLs; at most {settings.batch_max_urls} per batch"
             )
         g.items = len(urls)
-        return jsonify(classifier.classify_batch(urls, g.request_id, reject))
+        return jsonify(classifier.classify_batch(urls, g.request_id, reject, g.stopwatch))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -223,6 +225,13 @@ def create_app(
         return body
 
     return app
+
+
+def server_timing(stopwatch: Stopwatch | None, total: float) -> str:
+    """The Server-Timing header: each stage the request went through, then the total (ms)."""
+    stages = stopwatch.stages.items() if stopwatch is not None else ()
+    parts = [f"{name};dur={seconds * 1000:.1f}" for name, seconds in stages]
+    return ", ".join([*parts, f"total;dur={total * 1000:.1f}"])
 
 
 def read_body(limit: int) -> bytes:

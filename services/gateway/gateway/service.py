@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,22 @@ class ItemResult:
     url: str
     image: np.ndarray | None = None
     error: GatewayError | None = None
+
+
+@dataclass
+class Stopwatch:
+    """Wall-clock seconds per stage of one request (download, preprocess, model)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the time spent in the block to `name`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - started
 
 
 def model_json(info: ModelInfo) -> dict[str, Any]:
@@ -91,27 +108,45 @@ class Classifier:
             self.metrics.model_seconds.labels(outcome).observe(time.perf_counter() - started)
             self.metrics.model_batch_size.observe(len(images))
 
-    def classify_url(self, url: str, request_id: str) -> dict[str, Any]:
+    def classify_url(
+        self, url: str, request_id: str, stopwatch: Stopwatch | None = None
+    ) -> dict[str, Any]:
         """Classify the image at a URL."""
+        watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
-        return self._answer_one(self.prepare(self.download(url), info), request_id)
+        with watch.stage("download"):
+            data = self.download(url)
+        with watch.stage("preprocess"):
+            image = self.prepare(data, info)
+        return self._answer_one(image, request_id, watch)
 
-    def classify_bytes(self, data: bytes, request_id: str) -> dict[str, Any]:
+    def classify_bytes(
+        self, data: bytes, request_id: str, stopwatch: Stopwatch | None = None
+    ) -> dict[str, Any]:
         """Classify uploaded image bytes."""
+        watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
-        return self._answer_one(self.prepare(data, info), request_id)
+        with watch.stage("preprocess"):
+            image = self.prepare(data, info)
+        return self._answer_one(image, request_id, watch)
 
-    def _answer_one(self, image: np.ndarray, request_id: str) -> dict[str, Any]:
-        prediction = self.predict(image[np.newaxis], request_id)
+    def _answer_one(self, image: np.ndarray, request_id: str, watch: Stopwatch) -> dict[str, Any]:
+        with watch.stage("model"):
+            prediction = self.predict(image[np.newaxis], request_id)
         return {
             "model": model_json(prediction.model),
             **scores_json(prediction.model.labels, prediction.scores[0]),
         }
 
     def classify_batch(
-        self, urls: Sequence[str], request_id: str, on_item_error: Callable[[GatewayError], None]
+        self,
+        urls: Sequence[str],
+        request_id: str,
+        on_item_error: Callable[[GatewayError], None],
+        stopwatch: Stopwatch | None = None,
     ) -> dict[str, Any]:
         """Download every URL concurrently, then score all good images in one Predict call."""
+        watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
 
         def load(url: str) -> ItemResult:
@@ -120,12 +155,14 @@ class Classifier:
             except GatewayError as exc:
                 return ItemResult(url, error=exc)
 
-        items = list(self.pool.map(load, urls))
+        with watch.stage("images"):  # downloads and preprocessing overlap: one wall time
+            items = list(self.pool.map(load, urls))
         good = [item.image for item in items if item.image is not None]
         rows: list[np.ndarray] = []
         model = info
         if good:
-            prediction = self.predict(np.stack(good), request_id)
+            with watch.stage("model"):
+                prediction = self.predict(np.stack(good), request_id)
             model, rows = prediction.model, list(prediction.scores)
         results: list[dict[str, Any]] = []
         row_iter = iter(rows)

@@ -55,20 +55,21 @@
     }
   }
 
-  // The server's own timing, when the gateway sends `Server-Timing: name;dur=12.3, ...`.
+  // The server's own timing from `Server-Timing: download;dur=12.3, ..., total;dur=20.1`:
+  // its `total` metric, else the sum of the metrics it sent.
   function serverMillis(headers) {
     const header = headers.get("Server-Timing");
     if (!header) return null;
-    let total = 0;
+    let sum = 0;
     let found = false;
     for (const metric of header.split(",")) {
-      const match = /;\s*dur=([0-9.]+)/.exec(metric);
-      if (match) {
-        total += Number(match[1]);
-        found = true;
-      }
+      const match = /^\s*([^;\s]+)\s*;.*?dur=([0-9.]+)/.exec(metric);
+      if (!match) continue;
+      if (match[1] === "total") return Number(match[2]);
+      sum += Number(match[2]);
+      found = true;
     }
-    return found ? total : null;
+    return found ? sum : null;
   }
 
   function showPreview(src, label) {
