@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchmarks.b3_end_to_end import cpu_share
 from benchmarks.context import Stack
 from benchmarks.load import LoadResult, bodies_file, run_wrk
 from benchmarks.report import Section, Target
@@ -145,11 +146,9 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
             ceiling,
             digits=1,
         )
-        shares = ", ".join(
-            f"{name} {100 * s / result.seconds:.0f} %" for name, s in result.cpu.items()
-        )
         section.notes.append(
-            f"{workers} worker(s): p99 {result.p99_ms:.0f} ms; CPU use (100 % = one CPU): {shares}"
+            f"{workers} worker(s): p99 {result.p99_ms:.0f} ms; "
+            f"CPU use (100 % = one CPU): {cpu_share(result)}"
         )
     urls, size = stack.urls(), settings.batch_urls
     batches = bodies_file(
@@ -177,11 +176,9 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
         ceiling,
         digits=1,
     )
-    shares = ", ".join(
-        f"{name} {100 * s / batched.seconds:.0f} %" for name, s in batched.cpu.items()
-    )
     section.notes.append(
-        f"/predict/batch: p99 {batched.p99_ms:.0f} ms per {size}-URL request; CPU use: {shares}"
+        f"/predict/batch: p99 {batched.p99_ms:.0f} ms per {size}-URL request; "
+        f"CPU use: {cpu_share(batched)}"
     )
     best = max(by_workers.values(), key=lambda r: r.throughput)
     section.notes.append(ceiling_bound(ceiling, best))
