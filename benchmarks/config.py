@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_DIR = REPO / "services" / "gateway"
-SCRIPTS_DIR = REPO / "scripts"
 DEFAULT_MODEL_BASE = REPO / "services" / "model" / "clothing-model"
 DEFAULT_DATASET = REPO.parent / "shared" / "clothing-dataset-small"
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
@@ -18,11 +16,6 @@ GATEWAY_VENV = REPO / ".venv-gateway"
 SEED_VENV = REPO / ".venv-seed"
 BATCHING_PARAMETERS = REPO / "services" / "model" / "batching_parameters.txt"
 SEED_SIZE = 299  # the seed's Xception input
-
-# The gateway's modules and the launch helpers of scripts/local_stack.py are imported, not copied.
-for _path in (GATEWAY_DIR, SCRIPTS_DIR):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
 
 class BenchError(Exception):

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_stack import Running
-
 from benchmarks.config import BenchSettings, Model
 from benchmarks.photos import Photo, PhotoServer
 from benchmarks.stack import Gateway
+from clothing_tools.local_stack import Running
 
 SEED_MODEL_NAME = "clothing-seed"
 

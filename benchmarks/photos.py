@@ -11,10 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_stack import stop
-
 from benchmarks.config import REPO, BenchError
 from benchmarks.stack import free_port
+from clothing_tools.local_stack import stop
 
 
 @dataclass(frozen=True)

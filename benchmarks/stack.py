@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from local_stack import (
-    DEVSERVER_DIR,
+
+from benchmarks.config import BATCHING_PARAMETERS, REPO, SEED_VENV, BenchError
+from clothing_tools.local_stack import (
     Running,
     http_get,
     model_server_command,
@@ -30,8 +31,6 @@ from local_stack import (
     stop,
     wait_until_ready,
 )
-
-from benchmarks.config import BATCHING_PARAMETERS, REPO, SEED_VENV, BenchError
 
 
 def free_port() -> int:
@@ -69,7 +68,7 @@ def model_server(
         command += ["--enable_batching", f"--batching_parameters_file={BATCHING_PARAMETERS}"]
     if "devserver" in command:
         command.append("--log_level=warning")  # TF Serving logs no line per request either
-    env = {"PYTHONPATH": str(DEVSERVER_DIR), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
     with _started(command, env, log) as process:
         rest = f"http://127.0.0.1:{rest_port}"
 

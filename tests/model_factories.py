@@ -132,7 +132,7 @@ def legacy_xception_h5(path: Path, size: int = 71, num_classes: int = len(LABELS
 
 def export_test_model(output_dir: Path, **convert_kwargs: Any) -> Any:
     """Save a tiny classifier next to output_dir and convert it; return the converter's result."""
-    from convert_model import convert
+    from clothing_tools.convert_model import convert
 
     output_dir.mkdir(parents=True, exist_ok=True)
     source = save_keras_classifier(output_dir.parent / f"{output_dir.name}-source.keras")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+# No path set-up: gunicorn puts its working directory (`--chdir`, default the current one:
+# /app in the image, services/gateway locally) on sys.path before it reads this file
+# (gunicorn/app/base.py, Application.load_config -> chdir); the main .venv installs `gateway`.
 from gateway.settings import Settings
 
 settings = Settings.from_env()

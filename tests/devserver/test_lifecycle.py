@@ -139,7 +139,7 @@ def _read_lines(stream, lines: queue.Queue[str]) -> None:
 
 def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base):
     grpc_port, rest_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "services" / "devserver"))
+    env = dict(os.environ)
     process = subprocess.Popen(
         [
             sys.executable,

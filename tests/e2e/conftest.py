@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from local_stack import Running, start_gateway, start_model_server
 
+from clothing_tools.local_stack import Running, start_gateway, start_model_server
 from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON
 
 PHOTOS_PER_CLASS = 8

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from local_stack import Running, start_gateway
 
+from clothing_tools.local_stack import Running, start_gateway
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import free_port
 from tests.gateway.support import Route, serve_images

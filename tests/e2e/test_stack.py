@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from local_stack import Running
 
+from clothing_tools.local_stack import Running
 from tests.e2e.conftest import photo_url
 from tests.gateway.support import assert_documented, concurrently
 

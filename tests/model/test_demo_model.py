@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from evaluate_model import (
+
+from clothing_tools.evaluate_model import (
     evaluate_export,
     evaluate_keras,
     latest_version_dir,
     read_description,
     resize_spec,
 )
-
 from tests.conftest import DEMO_MODEL_BASE, REPO_ROOT
 
 DEMO_KERAS = REPO_ROOT / "services" / "model" / "source" / "clothing_demo.keras"

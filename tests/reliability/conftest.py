@@ -17,8 +17,8 @@ from urllib.parse import unquote
 
 import pytest
 import requests
-from local_stack import Running, start_gateway
 
+from clothing_tools.local_stack import Running, start_gateway
 from tests.conftest import GATEWAY_PYTHON, REPO_ROOT
 from tests.e2e import conftest as e2e
 from tests.reliability import hostile

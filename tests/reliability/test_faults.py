@@ -18,8 +18,8 @@ from typing import Any
 import psutil
 import pytest
 import requests
-from local_stack import Running, start_gateway, start_model_server
 
+from clothing_tools.local_stack import Running, start_gateway, start_model_server
 from tests.gateway.support import wait_until
 from tests.reliability.conftest import GATEWAY_ENV, SLACK, free_port, record_figures
 from tests.reliability.hostile import HostileHost

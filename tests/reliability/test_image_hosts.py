@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from local_stack import Running
 
+from clothing_tools.local_stack import Running
 from tests.gateway.support import assert_documented, concurrently
 from tests.reliability.conftest import DOWNLOAD_DEADLINE, SLACK
 from tests.reliability.hostile import MODES, HostileHost, NeverAccepts, expect_refusal

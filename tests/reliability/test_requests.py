@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from local_stack import Running
 
+from clothing_tools.local_stack import Running
 from tests.reliability.conftest import MAX_IMAGE_BYTES, SLACK
 from tests.reliability.hostile import expect_refusal, good_jpeg
 

@@ -26,7 +26,6 @@ from gateway.fetch import FetchPolicy, fetch_image
 from gateway.settings import Settings
 from gateway.tfserving import TFServingPredictor
 from hypothesis import HealthCheck, given, settings
-from local_stack import Running
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -36,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from clothing_tools.local_stack import Running
 from tests.reliability.conftest import MAX_IMAGE_BYTES, record_figures
 from tests.reliability.hostile import ConnectGuard, TableResolver
 

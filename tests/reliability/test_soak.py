@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from local_stack import Running
 
+from clothing_tools.local_stack import Running
 from tests.reliability.conftest import gunicorn, record_figures
 from tests.reliability.hostile import HostileHost, good_jpeg
 from tests.reliability.load import Load, latency_figures

@@ -24,9 +24,9 @@ from gateway.app import create_app
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.settings import Settings
 from gateway.tfserving import TFServingPredictor
-from local_stack import Running
 from werkzeug.serving import make_server
 
+from clothing_tools.local_stack import Running
 from tests.gateway.support import Canary
 from tests.reliability.conftest import DOWNLOAD_DEADLINE, MAX_IMAGE_BYTES, SLACK
 from tests.reliability.hostile import (

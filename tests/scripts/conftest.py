@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from convert_model import ExportResult, convert
 
+from clothing_tools.convert_model import ExportResult, convert
 from tests.model_factories import legacy_xception_h5, save_keras_classifier
 
 KERAS_SIZE = (32, 32)

@@ -17,7 +17,10 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from convert_model import (
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from clothing_tools.convert_model import (
     DEFAULT_LABELS,
     INTERPOLATIONS,
     ConversionError,
@@ -27,9 +30,6 @@ from convert_model import (
     main,
     read_signature_defs,
 )
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import prediction_log_pb2
-
 from tests.conftest import REPO_ROOT
 from tests.model_factories import (
     LABELS,
@@ -521,7 +521,7 @@ def test_outputs_without_a_batch_dimension_fail_verification(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ):
-    import convert_model
+    from clothing_tools import convert_model
 
     monkeypatch.setattr(convert_model, "write_saved_model", unbatched_labels_export)
     before = snapshot(out_dir)
@@ -541,7 +541,7 @@ class OneLabelRow(tf.Module):
 
 
 def test_run_signature_refuses_an_output_with_rows_not_per_image(tmp_path: Path):
-    from convert_model import run_signature
+    from clothing_tools.convert_model import run_signature
 
     module = OneLabelRow()
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
@@ -631,7 +631,7 @@ def test_force_replaces_the_version_and_nothing_else(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ):
-    import convert_model
+    from clothing_tools import convert_model
 
     if not exchange:  # the portable fallback used where renameat2 is missing
         monkeypatch.setattr(convert_model, "_renameat2", lambda *args: False)

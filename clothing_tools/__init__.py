@@ -1,0 +1,1 @@
+"""First-party tools behind scripts/: the local stack, model export, training, evaluation."""

@@ -1,0 +1,275 @@
+"""Run the model server and the gateway on loopback: `make local`.
+
+    python scripts/local_stack.py [--model-base-path services/model/clothing-model]
+                                  [--model-name clothing-model] [--workers 2]
+
+Ports come from GATEWAY_PORT (9696), MODEL_GRPC_PORT (8500) and MODEL_REST_PORT (8501).
+The model server is `tensorflow_model_server` when it is on PATH, else the development server
+(`services/devserver`, run by this Python); the gateway runs under gunicorn from
+`.venv-gateway`. Ctrl-C or SIGTERM stops both cleanly (gateway first).
+
+`start_model_server` and `start_gateway` are context managers reused by the end-to-end tests
+and the benchmarks, with `model_server_command`, `http_get`, `wait_until_ready` and `stop`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_BASE = REPO / "services" / "model" / "clothing-model"
+GATEWAY_DIR = REPO / "services" / "gateway"
+GATEWAY_PYTHON = REPO / ".venv-gateway" / "bin" / "python"
+PROG = "local_stack"
+
+
+class StackError(Exception):
+    """A process of the stack could not be started; reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started process and where it answers."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    grpc_target: str = ""
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET a loopback URL: (status, body), or (0, b"") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes], ready: Any, what: str, timeout: float, log: Path | None
+) -> None:
+    """Poll `ready()` until it is true; StackError if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{what} exited with code {process.returncode}{_tail(log)}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise StackError(f"{what} was not ready after {timeout:.0f} s{_tail(log)}")
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.is_file():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()[-15:]
+    return "; last log lines:\n" + "\n".join(lines)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 20.0) -> int:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; return the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def _output(log: Path | None) -> IO[bytes] | None:
+    if log is None:
+        return None  # inherit the terminal
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return log.open("ab")
+
+
+def model_server_command(
+    model_base_path: Path, model_name: str, grpc_port: int, rest_port: int, python: str
+) -> list[str]:
+    """tensorflow_model_server's command line if installed, else the development server's."""
+    flags = [
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        f"--model_name={model_name}",
+        f"--model_base_path={model_base_path.resolve()}",
+    ]
+    binary = shutil.which("tensorflow_model_server")
+    if binary:
+        return [binary, *flags]
+    return [python, "-m", "devserver", *flags]
+
+
+@contextmanager
+def start_model_server(
+    model_base_path: Path = DEFAULT_MODEL_BASE,
+    *,
+    model_name: str = "clothing-model",
+    grpc_port: int = 8500,
+    rest_port: int = 8501,
+    python: str = sys.executable,
+    log: Path | None = None,
+    timeout: float = 180.0,
+) -> Iterator[Running]:
+    """Run a model server on loopback until the model is AVAILABLE; stop it on exit."""
+    if not any(p.name.isdigit() for p in model_base_path.glob("*") if p.is_dir()):
+        raise StackError(f"no model version folder under {model_base_path}")
+    command = model_server_command(model_base_path, model_name, grpc_port, rest_port, python)
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = _output(log)
+    process = subprocess.Popen(
+        command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+    )  # fmt: skip
+    rest = f"http://127.0.0.1:{rest_port}"
+
+    def available() -> bool:
+        status, body = http_get(f"{rest}/v1/models/{model_name}")
+        if status != 200:
+            return False
+        states = [v.get("state") for v in json.loads(body).get("model_version_status", [])]
+        return "AVAILABLE" in states
+
+    try:
+        wait_until_ready(process, available, "the model server", timeout, log)
+        yield Running(process, rest, f"127.0.0.1:{grpc_port}")
+    finally:
+        stop(process)
+        if out:
+            out.close()
+
+
+@contextmanager
+def start_gateway(
+    *,
+    tf_serving_host: str = "127.0.0.1:8500",
+    port: int = 9696,
+    python: Path = GATEWAY_PYTHON,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Running]:
+    """Run the gateway under gunicorn on 127.0.0.1 until /readyz answers 200; stop on exit."""
+    if not Path(python).exists():
+        raise StackError(f"{python} not found; run `make gateway-env` first")
+    environment = dict(os.environ)
+    environment.update({"TF_SERVING_HOST": tf_serving_host, "GATEWAY_BIND": f"127.0.0.1:{port}"})
+    environment.update(env or {})
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes a fresh one
+    environment.pop("PYTHONPATH", None)
+    out = _output(log)
+    process = subprocess.Popen(
+        [str(python), "-m", "gunicorn", "-c", "gunicorn.conf.py", "gateway.wsgi:app"],
+        cwd=GATEWAY_DIR, env=environment, stdout=out,
+        stderr=subprocess.STDOUT if out else None, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            return http_get(f"{url}/readyz")[0] == 200
+
+        wait_until_ready(process, ready, "the gateway", timeout, log)
+        yield Running(process, url)
+    finally:
+        stop(process)
+        if out:
+            out.close()
+
+
+def _port(variable: str, default: int, environ: Mapping[str, str]) -> int:
+    raw = environ.get(variable, "") or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{variable}={raw!r} is not a port number")
+    return int(raw)
+
+
+def _stop_once(signum: int, frame: FrameType | None) -> None:
+    # make and uv pass Ctrl-C on too: ignore the repeats so the clean stop is not cut short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--model-base-path", type=Path, default=DEFAULT_MODEL_BASE)
+    parser.add_argument("--model-name", default="clothing-model")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_once)
+    signal.signal(signal.SIGINT, _stop_once)
+    try:
+        gateway_port = _port("GATEWAY_PORT", 9696, os.environ)
+        grpc_port = _port("MODEL_GRPC_PORT", 8500, os.environ)
+        rest_port = _port("MODEL_REST_PORT", 8501, os.environ)
+        gateway_env = {
+            "GATEWAY_ALLOW_PRIVATE_URLS": os.environ.get("GATEWAY_ALLOW_PRIVATE_URLS") or "true",
+            "GATEWAY_MODEL_NAME": args.model_name,
+            "GATEWAY_WORKERS": os.environ.get("GATEWAY_WORKERS") or str(args.workers),
+        }
+        print(f"{PROG}: starting the model server on 127.0.0.1:{grpc_port} "
+              f"(REST {rest_port}) with {args.model_base_path} ...", flush=True)  # fmt: skip
+        with start_model_server(
+            args.model_base_path, model_name=args.model_name, grpc_port=grpc_port,
+            rest_port=rest_port,
+        ) as model:  # fmt: skip
+            print(f"{PROG}: starting the gateway on 127.0.0.1:{gateway_port} ...", flush=True)
+            with start_gateway(
+                tf_serving_host=model.grpc_target, port=gateway_port, env=gateway_env
+            ) as gateway:
+                _announce(gateway.url, model.url, args.model_name)
+                while model.process.poll() is None and gateway.process.poll() is None:
+                    time.sleep(0.5)
+                print(f"{PROG}: a process exited; stopping", file=sys.stderr)
+                return 1
+    except StackError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: stopped", flush=True)
+        return 0
+
+
+def _announce(gateway: str, model_rest: str, model_name: str) -> None:
+    print(
+        f"""
+{PROG}: ready.
+  gateway       {gateway}/          (web page, if installed)
+  API document  {gateway}/openapi.json
+  health        {gateway}/healthz   {gateway}/readyz
+  metrics       {gateway}/metrics
+  model server  {model_rest}/v1/models/{model_name}
+
+Try it (private URLs are allowed locally):
+  curl -s -X POST {gateway}/predict -H 'Content-Type: application/json' \\
+       -d '{{"url": "https://example.com/pants.jpg"}}'
+  curl -s -X POST {gateway}/predict -F file=@photo.jpg
+
+Ctrl-C stops both.
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
