@@ -3,8 +3,9 @@
 Both run in this process over the same photos, interleaved photo by photo so drift hits both.
 Ours is what the gateway runs per image: `gateway.images.load_model_input` (format and pixel
 checks, JPEG draft decoding when the model was trained with it, the model's own resize filter,
-uint8) and `gateway.tfserving.uint8_tensor`. The seed's is keras-image-helper's xception
-preprocessor (Pillow NEAREST resize, float32, `x/127.5-1`) and `tf.make_tensor_proto`.
+uint8) and `gateway.messages.predict_request`, the function the gateway's client sends.
+The seed's is keras-image-helper's xception preprocessor (Pillow NEAREST resize, float32,
+`x/127.5-1`) and `tf.make_tensor_proto`.
 """
 
 from __future__ import annotations
@@ -58,25 +59,21 @@ def cases(model: Model) -> list[Case]:
 
 def our_path(case: Case, model_name: str) -> Callable[[bytes], bytes]:
     """bytes -> serialized PredictRequest the way our gateway builds it."""
+    from gateway.contract import ResizeSpec
     from gateway.images import load_model_input
-    from gateway.preprocessing import ResizeSpec
+    from gateway.messages import predict_request
+    from gateway.predictor import ModelInfo
     from gateway.settings import Settings
-    from gateway.tfserving import uint8_tensor
-    from tensorflow_serving.apis import predict_pb2
 
     spec = ResizeSpec(case.size, case.size, case.interpolation, case.jpeg_draft)
+    info = ModelInfo(name=model_name, version=1, labels=(), resize=spec)
     limits = Settings()
 
     def run(data: bytes) -> bytes:
         image = load_model_input(
             data, spec, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
         )
-        # as TFServingPredictor.predict builds it
-        request = predict_pb2.PredictRequest(output_filter=["scores"])
-        request.model_spec.name = model_name
-        request.model_spec.signature_name = "serving_default"
-        request.inputs["images"].CopyFrom(uint8_tensor(image[np.newaxis]))
-        return bytes(request.SerializeToString())
+        return bytes(predict_request(info, image[np.newaxis]).SerializeToString())
 
     return run
 
@@ -84,6 +81,7 @@ def our_path(case: Case, model_name: str) -> Callable[[bytes], bytes]:
 def seed_path(size: int, model_name: str) -> Callable[[bytes], bytes]:
     """bytes -> serialized PredictRequest the way the seed's gateway built it."""
     import tensorflow as tf
+    from gateway.contract import SERVING_SIGNATURE
     from keras_image_helper import create_preprocessor
     from PIL import Image
     from tensorflow_serving.apis import predict_pb2
@@ -95,7 +93,7 @@ def seed_path(size: int, model_name: str) -> Callable[[bytes], bytes]:
         x = preprocessor.convert_to_tensor(Image.open(io.BytesIO(data)))
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
-        request.model_spec.signature_name = "serving_default"
+        request.model_spec.signature_name = SERVING_SIGNATURE
         request.inputs["input_8"].CopyFrom(tf.make_tensor_proto(x, shape=x.shape))
         return bytes(request.SerializeToString())
 
@@ -145,9 +143,10 @@ def variant_path(
     """Our path with other resizes the demo model was not trained on (so would need
     retraining): JPEG draft to `draft_scale` x the target (0: none), Pillow's `reducing_gap`.
     For the notes only."""
+    from gateway.contract import INPUT_NAME, SCORES_OUTPUT, ResizeSpec
     from gateway.images import open_checked
-    from gateway.preprocessing import ResizeSpec, to_rgb
-    from gateway.tfserving import uint8_tensor
+    from gateway.messages import uint8_tensor
+    from gateway.preprocessing import to_rgb
     from PIL import Image
     from tensorflow_serving.apis import predict_pb2
 
@@ -159,8 +158,8 @@ def variant_path(
             image.draft("RGB", (size * draft_scale, size * draft_scale))
         rgb = to_rgb(image, spec)
         resized = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
-        request = predict_pb2.PredictRequest(output_filter=["scores"])
-        request.inputs["images"].CopyFrom(uint8_tensor(np.asarray(resized)[np.newaxis]))
+        request = predict_pb2.PredictRequest(output_filter=[SCORES_OUTPUT])
+        request.inputs[INPUT_NAME].CopyFrom(uint8_tensor(np.asarray(resized)[np.newaxis]))
         return bytes(request.SerializeToString())
 
     return run

@@ -22,10 +22,9 @@ BATCH_CLIENTS = 4  # 4 x 16 URLs in flight: as many images as B3's 32 clients, t
 
 def model_images(stack: Stack, count: int) -> np.ndarray:
     """The first photos preprocessed exactly as the gateway does, uint8 NxHxWx3."""
-    from gateway.preprocessing import ResizeSpec, to_model_input
+    from gateway.preprocessing import to_model_input
 
-    model = stack.model
-    spec = ResizeSpec(model.height, model.width, model.interpolation, model.jpeg_draft)
+    spec = stack.model.spec
     photos = [stack.photos[i % len(stack.photos)] for i in range(count)]
     return np.stack([to_model_input(photo.data, spec) for photo in photos])
 
@@ -33,8 +32,9 @@ def model_images(stack: Stack, count: int) -> np.ndarray:
 def in_process_ceiling(stack: Stack, seconds: float) -> dict[int, float]:
     """Images per second of the SavedModel's serving_default, per batch size, in this process."""
     import tensorflow as tf
+    from gateway.contract import SCORES_OUTPUT, SERVING_SIGNATURE
 
-    serve = tf.saved_model.load(str(stack.model.version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(stack.model.version_dir)).signatures[SERVING_SIGNATURE]
     images = model_images(stack, max(CEILING_BATCHES))
     rates: dict[int, float] = {}
     for size in CEILING_BATCHES:
@@ -42,7 +42,7 @@ def in_process_ceiling(stack: Stack, seconds: float) -> dict[int, float]:
         serve(images=batch)  # warm-up
         calls, started = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds or calls < 2:
-            serve(images=batch)["scores"].numpy()
+            serve(images=batch)[SCORES_OUTPUT].numpy()
             calls += 1
         rates[size] = calls * size / elapsed
     return rates
@@ -51,15 +51,13 @@ def in_process_ceiling(stack: Stack, seconds: float) -> dict[int, float]:
 def model_server_alone(stack: Stack, clients: int, seconds: float) -> float:
     """Predict calls per second (one image each) straight to the model server over gRPC."""
     import grpc
-    from gateway.tfserving import uint8_tensor
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from gateway.messages import predict_request
+    from gateway.predictor import ModelInfo
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    requests = []
-    for image in model_images(stack, 64):
-        request = predict_pb2.PredictRequest(output_filter=["scores"])
-        request.model_spec.name = stack.model.name
-        request.inputs["images"].CopyFrom(uint8_tensor(image[np.newaxis]))
-        requests.append(request)
+    model = stack.model
+    info = ModelInfo(name=model.name, version=0, labels=model.labels, resize=model.spec)
+    requests = [predict_request(info, image[np.newaxis]) for image in model_images(stack, 64)]
     done = [0] * clients
     stop = threading.Event()
     with grpc.insecure_channel(stack.model_server.grpc_target) as channel:

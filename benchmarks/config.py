@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from gateway import contract
+from gateway.contract import ResizeSpec
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_DIR = REPO / "services" / "gateway"
@@ -35,32 +36,36 @@ class Model:
     jpeg_draft: bool
     labels: tuple[str, ...]
 
+    @property
+    def spec(self) -> ResizeSpec:
+        """How the gateway resizes photos for this model."""
+        return ResizeSpec(self.height, self.width, self.interpolation, self.jpeg_draft)
+
     @classmethod
     def load(cls, base_path: Path) -> Model:
         """The latest version under `base_path` and its `model_description.json`."""
-        versions = [p for p in base_path.glob("*") if p.is_dir() and p.name.isdigit()]
-        if not versions:
+        try:
+            version_dir = contract.latest_version_dir(base_path)
+        except contract.ContractError:
             raise BenchError(
                 f"no model version folder under {base_path}; export one with "
                 "scripts/convert_model.py or pass --model-base"
-            )
-        version_dir = max(versions, key=lambda p: int(p.name))
-        description_file = version_dir / "assets.extra" / "model_description.json"
+            ) from None
         try:
-            description: dict[str, Any] = json.loads(description_file.read_text("utf-8"))
-            resize = description.get("resize") or {}
+            description = contract.read_description(version_dir)
+            spec = contract.resize_spec(description)
             return cls(
                 name=str(description["name"]),
                 base_path=base_path.resolve(),
                 version_dir=version_dir.resolve(),
-                height=int(description["input"]["height"]),
-                width=int(description["input"]["width"]),
-                interpolation=str(resize.get("interpolation", "nearest")),
-                jpeg_draft=bool(resize.get("jpeg_draft", False)),
-                labels=tuple(description["labels"]),
+                height=spec.height,
+                width=spec.width,
+                interpolation=spec.interpolation,
+                jpeg_draft=spec.jpeg_draft,
+                labels=contract.labels(description),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BenchError(f"cannot read {description_file}: {exc}") from None
+        except (contract.ContractError, KeyError) as exc:
+            raise BenchError(f"cannot read the description of {version_dir}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ SEED_OUTPUT = "dense_7"
 def export_seed_twin(demo_version_dir: Path, target: Path, height: int, width: int) -> Path:
     """Write `<target>/1`: a float32 `input_8` -> `dense_7` signature around the demo model."""
     import tensorflow as tf
+    from gateway.contract import SCORES_OUTPUT, SERVING_SIGNATURE
 
     loaded = tf.saved_model.load(str(demo_version_dir))
-    input_name = next(iter(loaded.signatures["serving_default"].structured_input_signature[1]))
+    input_name = next(iter(loaded.signatures[SERVING_SIGNATURE].structured_input_signature[1]))
 
     class SeedContract(tf.Module):
         def __init__(self, inner: Any) -> None:
@@ -29,10 +30,10 @@ def export_seed_twin(demo_version_dir: Path, target: Path, height: int, width: i
         @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
         def serve(self, input_8: Any) -> dict[str, Any]:
             pixels = tf.cast(tf.clip_by_value(tf.round((input_8 + 1.0) * 127.5), 0, 255), tf.uint8)
-            scores = self.inner.signatures["serving_default"](**{input_name: pixels})["scores"]
+            scores = self.inner.signatures[SERVING_SIGNATURE](**{input_name: pixels})[SCORES_OUTPUT]
             return {SEED_OUTPUT: scores}
 
     module = SeedContract(loaded)
     version_dir = target / "1"
-    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(version_dir), signatures={SERVING_SIGNATURE: module.serve})
     return version_dir

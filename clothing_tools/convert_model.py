@@ -34,6 +34,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from gateway.contract import (
+    ASSETS_EXTRA,
+    DEFAULT_INTERPOLATION,
+    DESCRIBE_SIGNATURE,
+    DESCRIPTION_FILE,
+    DESCRIPTION_OUTPUT,
+    INPUT_NAME,
+    INTERPOLATIONS,
+    LABELS_OUTPUT,
+    SCORES_OUTPUT,
+    SERVING_SIGNATURE,
+    version_dirs,
+    warmup_path,
+)
 
 PROG = "convert_model"
 DEFAULT_MODEL_NAME = "clothing-model"
@@ -51,18 +65,13 @@ DEFAULT_LABELS = (
 )
 PREPROCESSING = ("xception", "inception", "none", "torch")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
-# Pillow resampling filters the gateway's `gateway.preprocessing.RESAMPLING` knows.
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_NAME = "images"
 WARMUP_BATCH_SIZES = (1, 4)
 # Every signature is run on these batch sizes to check each output has one row per image.
 BATCH_CHECK_SIZES = (1, 3)
 PARITY_TOLERANCE = 1e-4
 PROBABILITY_SUM_TOLERANCE = 1e-3
-DESCRIPTION_FILE = "model_description.json"
-WARMUP_FILE = "tf_serving_warmup_requests"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -224,10 +233,8 @@ def sniff_model_file(path: Path) -> str:
 
 def next_version(model_dir: Path) -> int:
     """The next free TF Serving version number: one above the highest numeric folder."""
-    if not model_dir.is_dir():
-        return 1
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
-    return max(versions, default=0) + 1
+    versions = version_dirs(model_dir) if model_dir.is_dir() else []
+    return int(versions[-1].name) + 1 if versions else 1
 
 
 def load_keras_model(path: Path, kind: str) -> tuple[Any, str]:
@@ -353,7 +360,7 @@ def build_description(
             "channels": 3,
             "dtype": "uint8",
         },
-        "outputs": {"scores": "scores", "labels": "labels"},
+        "outputs": {"scores": SCORES_OUTPUT, "labels": LABELS_OUTPUT},
         "preprocessing": preprocessing,
         "resize": {"library": "pillow", "interpolation": interpolation, "jpeg_draft": jpeg_draft},
         "softmax_added": softmax_added,
@@ -421,13 +428,13 @@ def write_saved_model(model: Any, target: Path, description: dict[str, Any]) -> 
         scores = tf.cast(model(_scale_in_graph(images, preprocessing), training=False), tf.float32)
         if softmax_added:
             scores = tf.nn.softmax(scores, axis=-1)
-        return {"scores": scores, "labels": per_row_labels(images)}
+        return {SCORES_OUTPUT: scores, LABELS_OUTPUT: per_row_labels(images)}
 
     def describe(images: Any) -> dict[str, Any]:
         rows = tf.shape(images)[0]
         return {
-            "description": tf.fill([rows], tf.constant(description_json, dtype=tf.string)),
-            "labels": per_row_labels(images),
+            DESCRIPTION_OUTPUT: tf.fill([rows], tf.constant(description_json, dtype=tf.string)),
+            LABELS_OUTPUT: per_row_labels(images),
         }
 
     # ExportArchive saves only the variables the endpoints use, not the Keras objects: Keras 3
@@ -436,10 +443,10 @@ def write_saved_model(model: Any, target: Path, description: dict[str, Any]) -> 
     archive = keras.export.ExportArchive()
     if isinstance(model, keras.Model):
         archive.track(model)
-    archive.add_endpoint("serving_default", serving_default, input_signature=spec)
-    archive.add_endpoint("describe", describe, input_signature=spec)
+    archive.add_endpoint(SERVING_SIGNATURE, serving_default, input_signature=spec)
+    archive.add_endpoint(DESCRIBE_SIGNATURE, describe, input_signature=spec)
     archive.write_out(str(target), verbose=False)
-    extra = target / "assets.extra"
+    extra = target / ASSETS_EXTRA
     extra.mkdir()
     (extra / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")
 
@@ -470,12 +477,12 @@ def write_warmup_requests(target: Path, description: dict[str, Any]) -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    path = target / "assets.extra" / WARMUP_FILE
+    path = warmup_path(target)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for batch in warmup_batches(description):
             request = predict_pb2.PredictRequest()
             request.model_spec.name = description["name"]
-            request.model_spec.signature_name = "serving_default"
+            request.model_spec.signature_name = SERVING_SIGNATURE
             request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(batch))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
@@ -501,12 +508,12 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
     batches = [sample_images(6, height, width, 0)]
     batches.append(np.zeros_like(batches[0][:1]))
     batches.append(np.full_like(batches[0][:1], 255))
-    batches += [batch for key, batch in warmup if key == "serving_default"]
+    batches += [batch for key, batch in warmup if key == SERVING_SIGNATURE]
     max_diff = 0.0
     for batch in batches:
-        result = run_signature(loaded, "serving_default", batch)
-        scores = result["scores"]
-        if any(list(row) != labels for row in result["labels"]):
+        result = run_signature(loaded, SERVING_SIGNATURE, batch)
+        scores = result[SCORES_OUTPUT]
+        if any(list(row) != labels for row in result[LABELS_OUTPUT]):
             raise ConversionError("verification failed: the exported labels differ")
         reference = model(scale_images(batch, description["preprocessing"]), training=False)
         expected = np.asarray(reference.numpy(), dtype=np.float64)
@@ -525,10 +532,10 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
             f"verification failed: exported and Keras probabilities differ by up to {max_diff:.3g}"
             f" (tolerance {PARITY_TOLERANCE:g})"
         )
-    described = run_signature(loaded, "describe", np.zeros((2, height, width, 3), np.uint8))
-    if any(json.loads(text.decode()) != description for text in described["description"]):
+    described = run_signature(loaded, DESCRIBE_SIGNATURE, np.zeros((2, height, width, 3), np.uint8))
+    if any(json.loads(text.decode()) != description for text in described[DESCRIPTION_OUTPUT]):
         raise ConversionError("verification failed: the describe signature differs")
-    if any(list(row) != labels for row in described["labels"]):
+    if any(list(row) != labels for row in described[LABELS_OUTPUT]):
         raise ConversionError("verification failed: the describe labels differ")
     return max_diff
 
@@ -564,10 +571,10 @@ def read_warmup_requests(export_dir: Path) -> list[tuple[str, np.ndarray]]:
     from tensorflow_serving.apis import prediction_log_pb2
 
     requests = []
-    path = export_dir / "assets.extra" / WARMUP_FILE
+    path = warmup_path(export_dir)
     for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
-        key = request.model_spec.signature_name or "serving_default"
+        key = request.model_spec.signature_name or SERVING_SIGNATURE
         requests.append((key, tf.make_ndarray(request.inputs[INPUT_NAME])))
     return requests
 
@@ -592,11 +599,14 @@ def _check_signature_defs(export_dir: Path, description: dict[str, Any]) -> None
     images = ("DT_UINT8", [-1, height, width, 3])
     labels = ("DT_STRING", [-1, classes])
     expected = {
-        "serving_default": (
+        SERVING_SIGNATURE: (
             {INPUT_NAME: images},
-            {"scores": ("DT_FLOAT", [-1, classes]), "labels": labels},
+            {SCORES_OUTPUT: ("DT_FLOAT", [-1, classes]), LABELS_OUTPUT: labels},
         ),
-        "describe": ({INPUT_NAME: images}, {"description": ("DT_STRING", [-1]), "labels": labels}),
+        DESCRIBE_SIGNATURE: (
+            {INPUT_NAME: images},
+            {DESCRIPTION_OUTPUT: ("DT_STRING", [-1]), LABELS_OUTPUT: labels},
+        ),
     }
     signatures = read_signature_defs(export_dir)
     for key, (want_inputs, want_outputs) in expected.items():
@@ -622,7 +632,7 @@ def format_signatures(export_dir: Path) -> str:
 
     lines: list[str] = []
     signatures = read_signature_defs(export_dir)
-    for key in ("serving_default", "describe"):
+    for key in (SERVING_SIGNATURE, DESCRIBE_SIGNATURE):
         signature = signatures[key]
         lines.append(f"signature_def['{key}']:")
         for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)):
@@ -763,7 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--input-size", help="HxW, required when the model's size is dynamic")
     parser.add_argument(
-        "--interpolation", default="nearest", help=f"resize filter: {', '.join(INTERPOLATIONS)}"
+        "--interpolation",
+        default=DEFAULT_INTERPOLATION,
+        help=f"resize filter: {', '.join(INTERPOLATIONS)}",
     )
     parser.add_argument(
         "--jpeg-draft", action="store_true", help="the model saw draft-decoded JPEGs"

@@ -17,8 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from gateway.contract import (
+    SCORES_OUTPUT,
+    SERVING_SIGNATURE,
+    ContractError,
+    ResizeSpec,
+    latest_version_dir,
+    read_description,
+    resize_spec,
+)
 from gateway.images import load_model_input
-from gateway.preprocessing import ResizeSpec
 
 from clothing_tools.train_demo_model import DEFAULT_DATA, UsageError, list_split, load_split
 
@@ -31,35 +39,6 @@ class Evaluation:
     correct: int
     total: int
     path: str
-
-
-def latest_version_dir(base: Path) -> Path:
-    """The highest numeric version folder under a TF Serving model base path."""
-    versions = (
-        [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
-    )
-    if not versions:
-        raise UsageError(f"no numeric version folder under {base}")
-    return max(versions, key=lambda p: int(p.name))
-
-
-def read_description(version_dir: Path) -> dict:
-    """The model description written by convert_model.py."""
-    path = version_dir / "assets.extra" / "model_description.json"
-    if not path.is_file():
-        raise UsageError(f"no model description at {path}")
-    return json.loads(path.read_text())
-
-
-def resize_spec(description: dict) -> ResizeSpec:
-    """The gateway's resize settings for a described model."""
-    resize = description.get("resize", {})
-    return ResizeSpec(
-        height=int(description["input"]["height"]),
-        width=int(description["input"]["width"]),
-        interpolation=resize.get("interpolation", "nearest"),
-        jpeg_draft=bool(resize.get("jpeg_draft", False)),
-    )
 
 
 def gateway_input(data: bytes, spec: ResizeSpec) -> np.ndarray:
@@ -77,12 +56,12 @@ def evaluate_export(version_dir: Path, split_dir: Path, batch_size: int = 64) ->
     labels = list(description["labels"])
     if sorted(classes) != sorted(labels):
         raise UsageError(f"split classes {classes} differ from the model's labels {labels}")
-    predict = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    predict = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
     correct = 0
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         images = np.stack([gateway_input(p.read_bytes(), spec) for p in chunk])
-        scores = predict(images=tf.constant(images))["scores"].numpy()
+        scores = predict(images=tf.constant(images))[SCORES_OUTPUT].numpy()
         predicted = [labels[i] for i in scores.argmax(axis=1)]
         actual = [classes[i] for i in truth[start : start + batch_size]]
         correct += sum(p == a for p, a in zip(predicted, actual, strict=True))
@@ -115,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keras:
             spec = resize_spec(read_description(version_dir))
             results.append(evaluate_keras(args.keras, args.data_dir / args.split, spec))
-    except UsageError as exc:
+    except (UsageError, ContractError) as exc:
         print(f"evaluate_model: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps([asdict(r) for r in results], indent=2))

@@ -31,6 +31,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from gateway.contract import version_dirs
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_BASE = REPO / "services" / "model" / "clothing-model"
 GATEWAY_DIR = REPO / "services" / "gateway"
@@ -130,7 +132,7 @@ def start_model_server(
     timeout: float = 180.0,
 ) -> Iterator[Running]:
     """Run a model server on loopback until the model is AVAILABLE; stop it on exit."""
-    if not any(p.name.isdigit() for p in model_base_path.glob("*") if p.is_dir()):
+    if not model_base_path.is_dir() or not version_dirs(model_base_path):
         raise StackError(f"no model version folder under {model_base_path}")
     command = model_server_command(model_base_path, model_name, grpc_port, rest_port, python)
     env = dict(os.environ)

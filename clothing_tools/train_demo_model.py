@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from gateway.preprocessing import ResizeSpec, to_model_input
+from gateway.contract import ResizeSpec
+from gateway.preprocessing import to_model_input
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "clothing-dataset-small"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

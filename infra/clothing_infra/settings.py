@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from gateway.contract import version_dirs
 
 PROJECT = "clothing-serving"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -299,11 +300,7 @@ def model_directory_problem(path: Path) -> str | None:
     """Why `path` is not a TF Serving model base directory, or None when it is one."""
     if not path.is_dir():
         return "is not a directory"
-    versions = [
-        child
-        for child in path.iterdir()
-        if child.is_dir() and child.name.isdigit() and (child / "saved_model.pb").is_file()
-    ]
+    versions = [child for child in version_dirs(path) if (child / "saved_model.pb").is_file()]
     if not versions:
         return "holds no <version>/saved_model.pb (export the model with scripts/convert_model.py)"
     return None

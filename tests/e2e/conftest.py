@@ -4,7 +4,6 @@ loopback HTTP server holding the validation photos."""
 from __future__ import annotations
 
 import functools
-import json
 import socket
 import sys
 import threading
@@ -28,19 +27,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def latest_version(base: Path) -> Path:
-    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name))
-
-
 @pytest.fixture(scope="session")
-def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The committed demo model; a small contract model while it is not there yet."""
-    if DEMO_MODEL_BASE.is_dir() and any(p.name.isdigit() for p in DEMO_MODEL_BASE.iterdir()):
-        return DEMO_MODEL_BASE
-    from tests.e2e.contract_model import export
-
-    return export(tmp_path_factory.mktemp("model") / "clothing-model")
+def model_base() -> Path:
+    """The committed demo model."""
+    return DEMO_MODEL_BASE
 
 
 @pytest.fixture(scope="session")
@@ -102,21 +92,16 @@ def photos(dataset_dir: Path) -> list[Path]:
 def reference(model_base: Path, photos: list[Path]) -> dict[Path, str]:
     """The exported model's own top class per photo, computed in this process with TF."""
     import tensorflow as tf
-    from gateway.preprocessing import ResizeSpec, to_model_input
+    from gateway import contract
+    from gateway.preprocessing import to_model_input
 
-    version = latest_version(model_base)
-    description = json.loads((version / "assets.extra" / "model_description.json").read_text())
-    resize = description.get("resize", {})
-    spec = ResizeSpec(
-        description["input"]["height"],
-        description["input"]["width"],
-        resize.get("interpolation", "nearest"),
-        bool(resize.get("jpeg_draft", False)),
-    )
-    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    version = contract.latest_version_dir(model_base)
+    description = contract.read_description(version)
+    spec = contract.resize_spec(description)
+    serve = tf.saved_model.load(str(version)).signatures[contract.SERVING_SIGNATURE]
     batch = np.stack([to_model_input(p.read_bytes(), spec) for p in photos])
-    scores = serve(images=tf.constant(batch))["scores"].numpy()
-    labels = description["labels"]
+    scores = serve(images=tf.constant(batch))[contract.SCORES_OUTPUT].numpy()
+    labels = contract.labels(description)
     return {p: labels[int(i)] for p, i in zip(photos, scores.argmax(axis=1), strict=True)}
 
 

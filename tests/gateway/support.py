@@ -18,9 +18,9 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+from gateway.contract import ResizeSpec
 from gateway.errors import GatewayError
 from gateway.predictor import ModelInfo, Prediction
-from gateway.preprocessing import ResizeSpec
 from PIL import Image
 
 OPENAPI = json.loads(

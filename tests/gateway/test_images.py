@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from gateway.contract import ResizeSpec
 from gateway.errors import (
     GatewayError,
     ImageTooLarge,
@@ -16,7 +17,7 @@ from gateway.errors import (
     UnsupportedImageFormat,
 )
 from gateway.images import load_model_input, open_checked
-from gateway.preprocessing import ResizeSpec, to_model_input, to_rgb
+from gateway.preprocessing import to_model_input, to_rgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps

@@ -22,7 +22,6 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from clothing_tools.convert_model import (
     DEFAULT_LABELS,
-    INTERPOLATIONS,
     ConversionError,
     ExportResult,
     convert,
@@ -308,7 +307,8 @@ def test_h5_export_matches_the_tf_keras_model(h5_export: ExportResult, h5_model:
 def test_keras_export_matches_on_real_photos(
     keras_export: ExportResult, keras_model: Any, dataset_dir: Path
 ):
-    from gateway.preprocessing import ResizeSpec, to_model_input
+    from gateway.contract import ResizeSpec
+    from gateway.preprocessing import to_model_input
 
     spec = ResizeSpec(*KERAS_SIZE, interpolation="nearest")
     photos = sorted((dataset_dir / "validation").glob("*/*.jpg"))[::40][:6]
@@ -585,12 +585,6 @@ def test_main_prints_the_signature_and_the_path(
     assert "dtype: DT_UINT8" in out
     assert out.rstrip().splitlines()[-1] == f"exported {tmp_path / 'shop' / '4'}"
     assert (tmp_path / "shop" / "4" / "saved_model.pb").is_file()
-
-
-def test_interpolations_are_the_gateways():
-    from gateway.preprocessing import RESAMPLING
-
-    assert set(INTERPOLATIONS) == set(RESAMPLING)
 
 
 # --- versions, atomicity, --force ------------------------------------------------------------

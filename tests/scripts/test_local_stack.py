@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import GATEWAY_PYTHON, REPO_ROOT
+from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON, REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "local_stack.py"
 
@@ -52,9 +52,7 @@ def _listening(port: int) -> bool:
 def test_runs_the_stack_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
     if not GATEWAY_PYTHON.exists():
         pytest.fail(f"{GATEWAY_PYTHON} is missing: run `make gateway-env`")
-    from tests.e2e.contract_model import export
-
-    model = export(tmp_path / "clothing-model")
+    model = DEMO_MODEL_BASE
     ports = {"GATEWAY_PORT": free_port(), "MODEL_GRPC_PORT": free_port(),
              "MODEL_REST_PORT": free_port()}  # fmt: skip
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}}

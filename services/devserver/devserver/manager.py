@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.contract import version_dirs
 from tensorflow_serving.apis import model_pb2
 
 from devserver.errors import InvalidArgument, NotFound
@@ -39,12 +40,8 @@ class VersionState:
 
 
 def numeric_versions(base_path: Path) -> list[int]:
-    """The version folders (non-negative integer names) directly under a base path."""
-    versions = []
-    for child in base_path.iterdir():
-        if child.is_dir() and child.name.isdigit():
-            versions.append(int(child.name))
-    return sorted(versions)
+    """The version numbers of the folders directly under a base path (OSError if unreadable)."""
+    return [int(child.name) for child in version_dirs(base_path)]
 
 
 class ServableManager:

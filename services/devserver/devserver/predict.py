@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+from gateway.contract import SERVING_SIGNATURE
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import predict_pb2
@@ -19,7 +20,6 @@ from devserver import tensors
 from devserver.errors import FailedPrecondition, Internal, InvalidArgument
 from devserver.manager import ServableManager
 from devserver.servable import Servable
-from devserver.settings import DEFAULT_SIGNATURE
 
 PREDICT_METHODS = (
     "tensorflow/serving/predict",
@@ -55,7 +55,7 @@ class Predictor:
         self, servable: Servable, request: predict_pb2.PredictRequest
     ) -> predict_pb2.PredictResponse:
         """Answer a PredictRequest from a given servable (warm-up uses this before serving)."""
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature_name = request.model_spec.signature_name or SERVING_SIGNATURE
         signature = signature_def(servable, signature_name)
         inputs = input_values(signature, request.inputs)
         aliases = output_aliases(signature, list(request.output_filter))

@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 from flask import Flask, Response, request
+from gateway.contract import SERVING_SIGNATURE
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from tensorflow_serving.apis import (
@@ -30,7 +31,6 @@ from devserver.errors import InvalidArgument, ServingError, Unimplemented
 from devserver.manager import ServableManager
 from devserver.metadata import SIGNATURE_DEF_FIELD, get_model_metadata, get_model_status
 from devserver.predict import Predictor
-from devserver.settings import DEFAULT_SIGNATURE
 
 log = logging.getLogger("devserver.requests")
 
@@ -115,7 +115,7 @@ class RestApi:
         document = json_tensor.parse_body(body)
         requested_signature = json_tensor.signature_name(document)
         servable = self._manager.resolve(spec)
-        name = requested_signature or DEFAULT_SIGNATURE
+        name = requested_signature or SERVING_SIGNATURE
         signature = servable.signature_defs.get(name)
         if signature is None:
             raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')

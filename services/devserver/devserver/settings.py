@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-DEFAULT_SIGNATURE = "serving_default"
-
 PolicyKind = Literal["latest", "all", "specific"]
 
 

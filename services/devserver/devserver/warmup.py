@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import tensorflow as tf
+from gateway.contract import warmup_path
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from devserver.errors import ServingError
@@ -19,7 +20,6 @@ from devserver.servable import LoadError, Servable
 
 log = logging.getLogger("devserver.warmup")
 
-WARMUP_FILE = ("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 
 PredictOn = Callable[[Servable, predict_pb2.PredictRequest], predict_pb2.PredictResponse]
@@ -27,7 +27,7 @@ PredictOn = Callable[[Servable, predict_pb2.PredictRequest], predict_pb2.Predict
 
 def replay_warmup(servable: Servable, predict_on: PredictOn) -> int:
     """Replay the version's warm-up records through Predict; return how many ran."""
-    path = servable.path.joinpath(*WARMUP_FILE)
+    path = warmup_path(servable.path)
     if not path.is_file():
         log.info("No warmup data file found at %s", path)
         return 0

@@ -12,13 +12,14 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gateway.contract import ResizeSpec
 from gateway.errors import (
     ImageTooLarge,
     TooManyPixels,
     UndecodableImage,
     UnsupportedImageFormat,
 )
-from gateway.preprocessing import ResizeSpec, resize_to_array, to_rgb
+from gateway.preprocessing import resize_to_array, to_rgb
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 ALLOWED_NAMES = "JPEG, PNG, WebP, GIF or BMP"

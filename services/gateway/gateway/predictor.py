@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from gateway.preprocessing import ResizeSpec
+from gateway.contract import INPUT_NAME, SCORES_OUTPUT, SERVING_SIGNATURE, ResizeSpec
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,9 @@ class ModelInfo:
     version: int
     labels: tuple[str, ...]
     resize: ResizeSpec
-    input_name: str = "images"
-    scores_output: str = "scores"
-    signature: str = "serving_default"
-    description: dict[str, Any] = field(default_factory=dict, compare=False)
+    input_name: str = INPUT_NAME
+    scores_output: str = SCORES_OUTPUT
+    signature: str = SERVING_SIGNATURE
 
 
 @dataclass(frozen=True)

@@ -7,31 +7,16 @@ training pipeline resize photos the same way (no training/serving skew).
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
-RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+from gateway.contract import INTERPOLATIONS, ResizeSpec
+
+# The contract's interpolation names are Pillow's filter names in lower case.
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 ORIENTATION_TAG = 0x0112
 QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-
-
-@dataclass(frozen=True)
-class ResizeSpec:
-    """How the model's training pipeline turned a photo into its input array."""
-
-    height: int
-    width: int
-    interpolation: str = "nearest"
-    jpeg_draft: bool = False
 
 
 def decode_rgb(data: bytes, spec: ResizeSpec) -> Image.Image:

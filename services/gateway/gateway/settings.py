@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gateway.preprocessing import RESAMPLING
+from gateway.contract import INTERPOLATIONS
 
 MIB = 1024 * 1024
 
@@ -93,9 +93,9 @@ class Settings:
         )
         need(self.retry_after >= 1, "retry_after", "must be >= 1")
         need(
-            self.fallback_interpolation in RESAMPLING,
+            self.fallback_interpolation in INTERPOLATIONS,
             "fallback_interpolation",
-            f"must be one of {', '.join(RESAMPLING)}",
+            f"must be one of {', '.join(INTERPOLATIONS)}",
         )
         need(self.max_redirects >= 0, "max_redirects", "must be >= 0")
         need(self.max_image_bytes >= 1024, "max_image_bytes", "must be >= 1024")

@@ -1,7 +1,7 @@
-"""TF Serving gRPC client: model discovery (metadata + `describe`) and batched Predict.
+"""TF Serving gRPC client: one channel per process, model discovery (metadata + `describe`)
+cached with a TTL, batched Predict, and gRPC failures mapped to gateway errors.
 
-Only message modules that exist both in `tensorflow-protobuf` (the gateway's image) and in
-`tensorflow-serving-api` + TensorFlow (the main environment) are imported; never `tensorflow`.
+The messages themselves are built and checked in `gateway.messages`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
+from gateway.contract import DESCRIBE_SIGNATURE, DESCRIPTION_OUTPUT, SERVING_SIGNATURE, ResizeSpec
 from gateway.errors import (
     GatewayError,
     ModelError,
@@ -30,14 +26,20 @@ from gateway.errors import (
     ModelTimeout,
     ModelUnavailable,
 )
+from gateway.messages import (
+    describe_request,
+    float_array,
+    image_input,
+    info_from_description,
+    metadata_request,
+    predict_request,
+    scores_output,
+)
 from gateway.predictor import ModelInfo, Prediction
-from gateway.preprocessing import RESAMPLING, ResizeSpec
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.tfserving")
 
-SERVING_SIGNATURE = "serving_default"
-DESCRIBE_SIGNATURE = "describe"
 _SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 
@@ -77,36 +79,6 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.initial_reconnect_backoff_ms", 500),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
-
-
-def uint8_tensor(images: np.ndarray) -> tensor_pb2.TensorProto:
-    """A uint8 TensorProto carrying the raw bytes in `tensor_content` (never per-value lists)."""
-    array = np.ascontiguousarray(images, dtype=np.uint8)
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
-    )
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_UINT8, tensor_shape=shape, tensor_content=array.tobytes()
-    )
-
-
-def float_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a float32/float64 TensorProto (packed content or value lists) to an array."""
-    shape = [dim.size for dim in tensor.tensor_shape.dim]
-    dtype: type[np.floating[Any]]
-    if tensor.dtype == types_pb2.DT_FLOAT:
-        dtype, values = np.float32, tensor.float_val
-    elif tensor.dtype == types_pb2.DT_DOUBLE:
-        dtype, values = np.float64, tensor.double_val
-    else:
-        raise ModelError(f"the model answered {types_pb2.DataType.Name(tensor.dtype)} scores")
-    if tensor.tensor_content:
-        array = np.frombuffer(tensor.tensor_content, dtype=dtype)
-    else:
-        array = np.asarray(values, dtype=dtype)
-    if array.size != int(np.prod(shape)):
-        raise ModelError(f"the model answered {array.size} values for shape {shape}")
-    return array.reshape(shape).astype(np.float64)
 
 
 def map_rpc_error(exc: grpc.RpcError, settings: Settings, what: str) -> GatewayError:
@@ -234,8 +206,7 @@ class TFServingPredictor:
     def discover(self, request_id: str) -> ModelInfo:
         """Read the served model's signatures and description and check the gateway can feed it."""
         name = self.settings.model_name
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.name = name
+        request = metadata_request(name)
         response = self._call("GetModelMetadata", request, request_id, "GetModelMetadata")
         signatures = get_model_metadata_pb2.SignatureDefMap()
         if "signature_def" not in response.metadata or not response.metadata[
@@ -258,16 +229,13 @@ class TFServingPredictor:
     def _describe(self, signature: Any, request_id: str) -> dict[str, Any]:
         name = self.settings.model_name
         input_name, height, width = image_input(name, DESCRIBE_SIGNATURE, signature)
-        if "description" not in signature.outputs:
-            raise ModelIncompatible(f"model {name!r}: 'describe' has no 'description' output")
-        request = predict_pb2.PredictRequest(output_filter=["description"])
-        request.model_spec.name = name
-        request.model_spec.signature_name = DESCRIBE_SIGNATURE
-        request.inputs[input_name].CopyFrom(
-            uint8_tensor(np.zeros((1, height, width, 3), dtype=np.uint8))
-        )
-        response = self._call("Predict", request, request_id, "describe")
-        tensor = response.outputs["description"]
+        if DESCRIPTION_OUTPUT not in signature.outputs:
+            raise ModelIncompatible(
+                f"model {name!r}: {DESCRIBE_SIGNATURE!r} has no {DESCRIPTION_OUTPUT!r} output"
+            )
+        request = describe_request(name, input_name, height, width)
+        response = self._call("Predict", request, request_id, DESCRIBE_SIGNATURE)
+        tensor = response.outputs[DESCRIPTION_OUTPUT]
         raw = tensor.string_val[0] if tensor.string_val else b""
         try:
             description = json.loads(raw.decode("utf-8"))
@@ -306,10 +274,7 @@ class TFServingPredictor:
     def predict(self, images: np.ndarray, request_id: str) -> Prediction:
         """Score a batch of uint8 NxHxWx3 images in one Predict call."""
         info = self.model_info(request_id)
-        request = predict_pb2.PredictRequest(output_filter=[info.scores_output])
-        request.model_spec.name = info.name
-        request.model_spec.signature_name = info.signature
-        request.inputs[info.input_name].CopyFrom(uint8_tensor(images))
+        request = predict_request(info, images)
         response = self._call("Predict", request, request_id, "Predict")
         if info.scores_output not in response.outputs:
             raise ModelError(f"the model's answer has no {info.scores_output!r} output")
@@ -328,109 +293,3 @@ class TFServingPredictor:
             self.invalidate()
             info = replace(info, version=served_version)
         return Prediction(model=info, scores=scores)
-
-
-def image_input(model: str, signature_name: str, signature: Any) -> tuple[str, int, int]:
-    """The signature's single uint8 [-1, H, W, 3] input as (name, H, W), or ModelIncompatible."""
-    if len(signature.inputs) != 1:
-        raise ModelIncompatible(
-            f"model {model!r}: signature {signature_name!r} has inputs "
-            f"{sorted(signature.inputs)}; the gateway feeds exactly one image input"
-        )
-    ((input_name, tensor),) = signature.inputs.items()
-    dims = [dim.size for dim in tensor.tensor_shape.dim]
-    dtype = types_pb2.DataType.Name(tensor.dtype).removeprefix("DT_").lower()
-    if (
-        tensor.dtype != types_pb2.DT_UINT8
-        or tensor.tensor_shape.unknown_rank
-        or len(dims) != 4
-        or dims[0] not in (-1, 0)
-        or dims[1] <= 0
-        or dims[2] <= 0
-        or dims[3] != 3
-    ):
-        shape = "unknown rank" if tensor.tensor_shape.unknown_rank else str(dims)
-        raise ModelIncompatible(
-            f"model {model!r}: input {input_name!r} of {signature_name!r} is {dtype} {shape}; "
-            "the gateway feeds uint8 [-1, H, W, 3] images"
-        )
-    return input_name, dims[1], dims[2]
-
-
-def scores_output(model: str, signature: Any, wanted: str | None, num_labels: int) -> str:
-    """The name of the float [-1, K] scores output (the named one, else the only such output)."""
-    candidates = [wanted] if wanted else list(signature.outputs)
-    found = []
-    for name in candidates:
-        if name not in signature.outputs:
-            continue
-        tensor = signature.outputs[name]
-        dims = [dim.size for dim in tensor.tensor_shape.dim]
-        if tensor.dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE) and len(dims) == 2:
-            if dims[1] not in (-1, num_labels):
-                raise ModelIncompatible(
-                    f"model {model!r}: output {name!r} has {dims[1]} scores per image but "
-                    f"there are {num_labels} labels"
-                )
-            found.append(name)
-    if len(found) != 1:
-        raise ModelIncompatible(
-            f"model {model!r}: cannot find one float [-1, {num_labels}] scores output "
-            f"(outputs: {sorted(signature.outputs)})"
-        )
-    return found[0]
-
-
-def info_from_description(
-    model: str, version: int, serving: Any, description: dict[str, Any]
-) -> ModelInfo:
-    """Build the ModelInfo from the contract's description, checked against the signature."""
-    input_name, height, width = image_input(model, SERVING_SIGNATURE, serving)
-    labels = description.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise ModelIncompatible(f"model {model!r}: the description has no list of labels")
-    wanted_input = _get(description, "input", "name") or input_name
-    if wanted_input != input_name:
-        raise ModelIncompatible(
-            f"model {model!r}: the description names input {wanted_input!r} but "
-            f"{SERVING_SIGNATURE!r} takes {input_name!r}"
-        )
-    for key, actual in (("height", height), ("width", width)):
-        described = _get(description, "input", key)
-        if described is not None and described != actual:
-            raise ModelIncompatible(
-                f"model {model!r}: the description says input {key} {described} but the "
-                f"signature says {actual}"
-            )
-    interpolation = _get(description, "resize", "interpolation") or "nearest"
-    if interpolation not in RESAMPLING:
-        raise ModelIncompatible(
-            f"model {model!r}: unknown resize interpolation {interpolation!r} "
-            f"(the gateway knows {', '.join(RESAMPLING)})"
-        )
-    library = _get(description, "resize", "library") or "pillow"
-    if library != "pillow":
-        raise ModelIncompatible(f"model {model!r}: resize library {library!r} is not pillow")
-    scores = scores_output(
-        model, serving, _get(description, "outputs", "scores") or "scores", len(labels)
-    )
-    return ModelInfo(
-        name=model,
-        version=version,
-        labels=tuple(labels),
-        resize=ResizeSpec(
-            height, width, interpolation, bool(_get(description, "resize", "jpeg_draft"))
-        ),
-        input_name=input_name,
-        scores_output=scores,
-        description=description,
-    )
-
-
-def _get(mapping: dict[str, Any], *keys: str) -> Any:
-    value: Any = mapping
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
