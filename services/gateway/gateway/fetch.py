@@ -20,20 +20,15 @@ Decisions:
 - A body shorter than its Content-Length is `ImageHostError`; bytes beyond it are not read.
 - Timeouts: `connect_timeout` bounds each TCP connect plus TLS handshake, `read_timeout`
   each wait for data, and `total_timeout` everything (lookup, redirects, slow-drip headers
-  or bodies): one shared watchdog thread shuts the live socket down when it passes.
+  or bodies): a `gateway.deadline.Deadline` shuts the live socket down when it passes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import heapq
 import http.client
-import itertools
-import os
 import socket
 import ssl
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +40,7 @@ import urllib3.exceptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
 
+from gateway.deadline import Deadline
 from gateway.errors import (
     DownloadTimeout,
     GatewayError,
@@ -116,7 +112,7 @@ def fetch_image(url: str, policy: FetchPolicy, resolver: Resolver = resolve_host
     started = time.monotonic()
     target = parse_url(url)
     visited = {target.url}
-    with _Deadline(policy.total_timeout) as deadline:
+    with Deadline(policy.total_timeout) as deadline:
         redirects = 0
         while True:
             answer = _exchange(target, policy, resolver, deadline)
@@ -144,7 +140,7 @@ def _redirect_target(current: Target, location: str) -> Target:
 
 
 def _exchange(
-    target: Target, policy: FetchPolicy, resolver: Resolver, deadline: _Deadline
+    target: Target, policy: FetchPolicy, resolver: Resolver, deadline: Deadline
 ) -> _Answer:
     """One request: check every address, dial a checked one, read a redirect or the body."""
     addresses = [target.ip] if target.ip is not None else _resolve(target, resolver, deadline)
@@ -213,7 +209,7 @@ def _read_capped(response: BaseHTTPResponse, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def _resolve(target: Target, resolver: Resolver, deadline: _Deadline) -> list[str]:
+def _resolve(target: Target, resolver: Resolver, deadline: Deadline) -> list[str]:
     """Resolve the host exactly once, within the deadline."""
     lookup = _LOOKUPS.submit(resolver, target.host, target.port)
     try:
@@ -228,7 +224,7 @@ def _resolve(target: Target, resolver: Resolver, deadline: _Deadline) -> list[st
 
 
 def _connect(
-    target: Target, addresses: list[IPAddress], policy: FetchPolicy, deadline: _Deadline
+    target: Target, addresses: list[IPAddress], policy: FetchPolicy, deadline: Deadline
 ) -> HTTPConnection:
     """A connection to the first checked address that answers; never to anything else."""
     failure: Exception | None = None
@@ -260,7 +256,7 @@ def _connect(
 
 
 def _network_error(
-    exc: BaseException, target: Target, policy: FetchPolicy, deadline: _Deadline
+    exc: BaseException, target: Target, policy: FetchPolicy, deadline: Deadline
 ) -> GatewayError:
     """The client-facing error for a failure talking to the image host."""
     host = target.host_header
@@ -281,108 +277,3 @@ def _network_error(
 def _tls_context(ca_certs: str | None) -> ssl.SSLContext:
     """Certificate and host name verification on, TLS 1.2 or newer; shared by all threads."""
     return ssl.create_default_context(cafile=ca_certs or certifi.where())
-
-
-class _Deadline:
-    """The total time budget of one download: when it runs out, the live socket is shut."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._ends = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._fired = False
-        self._finished = False
-
-    def __enter__(self) -> _Deadline:
-        _WATCHDOG.watch(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._finished = True
-            self._sock = None
-
-    @property
-    def ends(self) -> float:
-        """When the budget runs out (time.monotonic)."""
-        return self._ends
-
-    def remaining(self) -> float:
-        """Seconds left, never negative."""
-        return max(0.0, self._ends - time.monotonic())
-
-    @property
-    def expired(self) -> bool:
-        """Whether the budget is spent."""
-        return self._fired or self.remaining() <= 0
-
-    def raise_if_fired(self) -> None:
-        """Raise DownloadTimeout if the watchdog has run out the budget."""
-        if self._fired:
-            raise DownloadTimeout(f"the download did not finish within {self._seconds:g} s")
-
-    def attach(self, sock: socket.socket | None) -> None:
-        """Watch `sock` (the connected socket) until `detach`."""
-        with self._lock:
-            self.raise_if_fired()
-            self._sock = sock
-
-    def detach(self) -> None:
-        """Stop watching the socket (it is about to be closed)."""
-        with self._lock:
-            self._sock = None
-
-    def fire(self) -> None:
-        """Spend the budget: shut the watched socket so a blocked read wakes up."""
-        with self._lock:
-            if self._finished:
-                return
-            self._fired = True
-            if self._sock is not None:
-                # The base-class shutdown works on TLS sockets too and wakes a blocked read.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One thread that fires every download's deadline when it passes.
-
-    A `threading.Timer` per download cost a thread start and join per request (3-8 % of the
-    gateway's busy CPU under load); one thread sleeping until the earliest deadline does not.
-    Finished downloads stay in the heap until their deadline and are skipped then.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        # a forked worker inherits the heap but not the thread: start afresh there
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._wakeup = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, deadline: _Deadline) -> None:
-        """Fire `deadline` when its time comes, unless it has finished by then."""
-        with self._wakeup:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="gateway-download-watchdog", daemon=True
-                )
-                self._thread.start()
-            heapq.heappush(self._heap, (deadline.ends, next(self._order), deadline))
-            if self._heap[0][2] is deadline:
-                self._wakeup.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wakeup:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wakeup.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                _, _, due = heapq.heappop(self._heap)
-            due.fire()
-
-
-_WATCHDOG = _Watchdog()
