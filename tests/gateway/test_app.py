@@ -442,7 +442,7 @@ BODIES = st.one_of(
 def offline_client(settings: Settings, predictor: ScriptedPredictor) -> FlaskClient:
     """The app with a fetcher that never touches the network (every URL gives one image)."""
     data = image_bytes("PNG", COLOURS["blue"])
-    fetched = FetchedImage(data=data, content_type="image/png", final_url="x", elapsed=0.0)
+    fetched = FetchedImage(data=data, final_url="x", elapsed=0.0)
     return create_app(settings, predictor=predictor, fetcher=lambda url: fetched).test_client()
 
 

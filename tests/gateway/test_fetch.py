@@ -276,7 +276,6 @@ def test_downloads_the_exact_bytes(base: str) -> None:
     image = fetch_image(f"{base}/image", POLICY)
     assert isinstance(image, FetchedImage)
     assert image.data == IMAGE
-    assert image.content_type == "image/jpeg"
     assert image.final_url == f"{base}/image"
     assert image.elapsed > 0
 

@@ -41,10 +41,6 @@ class Unavailable(ServingError):
     code, http_status = grpc.StatusCode.UNAVAILABLE, 503
 
 
-class ResourceExhausted(ServingError):
-    code, http_status = grpc.StatusCode.RESOURCE_EXHAUSTED, 429
-
-
 class Unimplemented(ServingError):
     code, http_status = grpc.StatusCode.UNIMPLEMENTED, 501
 

@@ -15,6 +15,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from gateway import errors
+from gateway.fetch import FetchPolicy, fetch_image
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.predictor import Predictor
@@ -38,8 +39,6 @@ HTTP_CODES = {
 
 def default_fetcher(settings: Settings) -> Fetcher:
     """The SSRF-safe downloader configured from the settings."""
-    from gateway.fetch import FetchPolicy, fetch_image
-
     policy = FetchPolicy(
         max_bytes=settings.max_image_bytes,
         connect_timeout=settings.connect_timeout,
@@ -71,7 +70,6 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["gateway"] = {"settings": settings, "classifier": classifier, "metrics": metrics}
 
     def reject(exc: errors.GatewayError) -> None:
         metrics.rejections.labels(exc.code, getattr(exc, "reason", exc.code)).inc()

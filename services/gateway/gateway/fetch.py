@@ -95,7 +95,6 @@ class FetchedImage:
     """The raw bytes of a downloaded image and where they finally came from."""
 
     data: bytes
-    content_type: str | None
     final_url: str
     elapsed: float
 
@@ -104,7 +103,6 @@ class FetchedImage:
 class _Answer:
     location: str | None = None  # set for a redirect
     data: bytes = b""
-    content_type: str | None = None
 
 
 def fetch_image(url: str, policy: FetchPolicy, resolver: Resolver = resolve_host) -> FetchedImage:
@@ -119,7 +117,6 @@ def fetch_image(url: str, policy: FetchPolicy, resolver: Resolver = resolve_host
             if answer.location is None:
                 return FetchedImage(
                     data=answer.data,
-                    content_type=answer.content_type,
                     final_url=target.url,
                     elapsed=time.monotonic() - started,
                 )
@@ -193,7 +190,7 @@ def _answer(response: BaseHTTPResponse, policy: FetchPolicy) -> _Answer:
     if encoding not in ("", "identity"):
         raise ImageHostError(f"the image host sent a {encoding!r}-encoded body")
     data = _read_capped(response, policy.max_bytes)
-    return _Answer(data=data, content_type=response.headers.get("Content-Type"))
+    return _Answer(data=data)
 
 
 def _read_capped(response: BaseHTTPResponse, max_bytes: int) -> bytes:

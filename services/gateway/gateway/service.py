@@ -76,10 +76,6 @@ class Classifier:
             max_workers=settings.download_concurrency, thread_name_prefix="download"
         )
 
-    def close(self) -> None:
-        """Stop the download threads."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
     def download(self, url: str) -> bytes:
         """Fetch an image with the SSRF-safe downloader and record the download metrics."""
         fetched = self.fetcher(url)
