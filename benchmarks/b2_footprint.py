@@ -14,13 +14,13 @@ from benchmarks.report import Section, Target
 from benchmarks.stack import (
     Gateway,
     ReadyProbe,
-    free_port,
     our_gateway,
     rss_bytes,
     seed_gateway,
     tree_size,
     worker_pids,
 )
+from clothing_tools.local_stack import free_port
 
 MIB = 1024 * 1024
 FIFTH = Target("<=", 0.2)

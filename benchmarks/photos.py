@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.config import REPO, BenchError
-from benchmarks.stack import free_port
-from clothing_tools.local_stack import stop
+from clothing_tools.local_stack import free_port, stop
 
 
 @dataclass(frozen=True)

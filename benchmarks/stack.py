@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,19 +24,13 @@ import psutil
 from benchmarks.config import BATCHING_PARAMETERS, REPO, SEED_VENV, BenchError
 from clothing_tools.local_stack import (
     Running,
+    free_port,
     http_get,
     model_server_command,
     start_gateway,
     stop,
     wait_until_ready,
 )
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

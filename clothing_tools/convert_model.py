@@ -562,7 +562,8 @@ def run_signature(loaded: Any, key: str, images: np.ndarray) -> dict[str, np.nda
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def read_warmup_requests(export_dir: Path) -> list[tuple[str, np.ndarray]]:

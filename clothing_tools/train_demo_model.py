@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gateway.contract import ResizeSpec
@@ -55,12 +56,14 @@ def load_split(split_dir: Path, spec: ResizeSpec) -> tuple[np.ndarray, np.ndarra
     return np.stack(arrays), np.asarray(labels, dtype=np.int32), classes
 
 
-def build_model(size: int, num_classes: int, width: int, seed: int):
+def build_model(size: int, num_classes: int, width: int, seed: int) -> Any:
     """A small Xception-style residual CNN with in-model augmentation; emits logits."""
     import keras
     from keras import layers
 
-    def conv_bn(x, filters, kernel=3, strides=1, separable=False):
+    def conv_bn(
+        x: Any, filters: int, kernel: int = 3, strides: int = 1, separable: bool = False
+    ) -> Any:
         conv = layers.SeparableConv2D if separable else layers.Conv2D
         x = conv(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
@@ -87,7 +90,7 @@ def build_model(size: int, num_classes: int, width: int, seed: int):
     return keras.Model(inputs, outputs, name="clothing_demo")
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate on the validation split and save the model; return the figures."""
     import keras
     import tensorflow as tf
@@ -105,7 +108,7 @@ def train(args: argparse.Namespace) -> dict:
         flush=True,
     )
 
-    def scale(images, labels):
+    def scale(images: Any, labels: Any) -> tuple[Any, Any]:
         # xception-style scaling; the exporter re-adds it in the serving graph
         return tf.cast(images, tf.float32) / 127.5 - 1.0, labels
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATASET_DIR = REPO_ROOT.parent / "shared" / "clothing-dataset-small"
-DEMO_MODEL_BASE = REPO_ROOT / "services" / "model" / "clothing-model"
-GATEWAY_PYTHON = REPO_ROOT / ".venv-gateway" / "bin" / "python"
+from tests.helpers import DATASET_DIR
+
+# The real stack's fixtures (model server, logs), for tests/e2e and tests/reliability.
+pytest_plugins = ["tests.stack"]
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -23,7 +24,7 @@ _CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSCluster
 _CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
 
 
-def node_launch_template_args(pool: str, cluster_name: str, volume_gib: int) -> dict:
+def node_launch_template_args(pool: str, cluster_name: str, volume_gib: int) -> dict[str, Any]:
     """Launch template settings: IMDSv2 only, one hop (pods cannot reach it), encrypted disk."""
     tags = {"Name": f"{cluster_name}-{pool}", POOL_LABEL: pool}
     return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,26 +11,9 @@ from devserver.server import ModelServer
 from devserver.settings import ModelConfig, Settings, VersionPolicy
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from clothing_tools.local_stack import free_port
 from tests.devserver import tiny_model
-
-MODEL_NAME = "tiny"
-LABELS = {"stable": 1, "canary": 2}
-
-
-def free_port() -> int:
-    """A port nobody listens on right now, on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def warmup_requests() -> list:
-    """Three warm-up records: one image, two images fetching scores only, describe."""
-    one = tiny_model.predict_request(tiny_model.random_images(1, seed=100))
-    two = tiny_model.predict_request(tiny_model.random_images(2, seed=101))
-    two.output_filter.append("scores")
-    describe = tiny_model.predict_request(tiny_model.random_images(1, seed=102), "describe")
-    return [one, two, describe]
+from tests.devserver.support import LABELS, MODEL_NAME, serve, warmup_requests
 
 
 @pytest.fixture(scope="session")
@@ -42,16 +24,6 @@ def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     latest = tiny_model.build_version(base, 2)
     tiny_model.write_warmup(latest, warmup_requests())
     return base
-
-
-def serve(settings: Settings) -> Iterator[ModelServer]:
-    """Start a server for the test, stop it afterwards."""
-    server = ModelServer(settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(grace_seconds=1)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from devserver.server import ModelServer
 from devserver.settings import BatchingParameters, ModelConfig, Settings
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from clothing_tools.local_stack import free_port
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME, free_port, serve
+from tests.devserver.support import MODEL_NAME, serve
 
 MAX_BATCH = 8
 # Long enough that a batch only ever closes because it is full: the assertions below

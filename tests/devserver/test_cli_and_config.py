@@ -58,7 +58,7 @@ def test_unusable_settings_exit_2_with_one_line(capsys, argv, needle):
     assert line.startswith("devserver: error: ") and needle in line
 
 
-def test_unknown_flag_from_the_command_line():
+def test_unknown_flag_from_the_command_line_is_one_line_and_exit_code_2():
     result = subprocess.run(
         [sys.executable, "-m", "devserver", "--model_base_path=/m", "--enable_batchin"],
         cwd=DEVSERVER_PATH,

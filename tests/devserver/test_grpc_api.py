@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME
+from tests.devserver.support import MODEL_NAME
 
 K = len(tiny_model.LABELS)
 

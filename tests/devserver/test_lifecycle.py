@@ -25,8 +25,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from clothing_tools.local_stack import free_port
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME, free_port, warmup_requests
+from tests.devserver.support import MODEL_NAME, warmup_requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAFETY_SECONDS = 300  # bounds for waiting on real processes, never asserted as speed

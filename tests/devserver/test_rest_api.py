@@ -10,7 +10,7 @@ import requests
 import tensorflow as tf
 
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME
+from tests.devserver.support import MODEL_NAME
 
 K = len(tiny_model.LABELS)
 TIMEOUT = 30

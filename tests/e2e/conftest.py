@@ -4,8 +4,6 @@ loopback HTTP server holding the validation photos."""
 from __future__ import annotations
 
 import functools
-import socket
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -15,37 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clothing_tools.local_stack import Running, start_gateway, start_model_server
-from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON
+from clothing_tools.local_stack import Running, free_port, start_gateway
+from tests.helpers import GATEWAY_PYTHON
 
 PHOTOS_PER_CLASS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def model_base() -> Path:
-    """The committed demo model."""
-    return DEMO_MODEL_BASE
-
-
-@pytest.fixture(scope="session")
-def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("logs")
-
-
-@pytest.fixture(scope="session")
-def model_server(model_base: Path, logs: Path) -> Iterator[Running]:
-    """The model server (tensorflow_model_server if installed, else the devserver)."""
-    with start_model_server(
-        model_base, grpc_port=free_port(), rest_port=free_port(), python=sys.executable,
-        log=logs / "model-server.log",
-    ) as running:  # fmt: skip
-        yield running
 
 
 @pytest.fixture(scope="session")
@@ -103,10 +74,6 @@ def reference(model_base: Path, photos: list[Path]) -> dict[Path, str]:
     scores = serve(images=tf.constant(batch))[contract.SCORES_OUTPUT].numpy()
     labels = contract.labels(description)
     return {p: labels[int(i)] for p, i in zip(photos, scores.argmax(axis=1), strict=True)}
-
-
-def photo_url(photo_server: str, dataset_dir: Path, photo: Path) -> str:
-    return f"{photo_server}/{photo.relative_to(dataset_dir).as_posix()}"
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from clothing_tools.local_stack import Running, start_gateway
-from tests.conftest import REPO_ROOT
-from tests.e2e.conftest import free_port
+from clothing_tools.local_stack import Running, free_port, start_gateway
 from tests.gateway.support import Route, serve_images
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 REQUIREMENTS = REPO_ROOT / "services" / "gateway" / "requirements.txt"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from clothing_tools.local_stack import Running
-from tests.e2e.conftest import photo_url
+from tests.e2e.support import photo_url
 from tests.gateway.support import assert_documented, concurrently
 
 pytestmark = pytest.mark.slow

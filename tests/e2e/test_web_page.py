@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -12,10 +11,10 @@ from flask.testing import FlaskClient
 from gateway.app import create_app
 from gateway.errors import ModelError, ModelTimeout, ModelUnavailable
 from gateway.settings import Settings
-from werkzeug.serving import make_server
 
 from tests.gateway.support import (
     COLOURS,
+    MAX_IMAGE_BYTES,
     Canary,
     ImageHost,
     Route,
@@ -23,8 +22,7 @@ from tests.gateway.support import (
     image_bytes,
     serve_images,
 )
-
-MAX_IMAGE_BYTES = 200_000
+from tests.helpers import serve_wsgi
 
 
 @pytest.fixture(scope="session")
@@ -94,25 +92,14 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def _serve(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="session")
 def server(app: Flask) -> Iterator[str]:
     """The app behind a real threaded HTTP server on loopback; yields its base URL."""
-    yield from _serve(app)
+    yield from serve_wsgi(app)
 
 
 @pytest.fixture(scope="session")
 def strict_server(predictor: ScriptedPredictor, settings: Settings) -> Iterator[str]:
     """Like `server` but with the production URL policy (no private addresses)."""
     strict = replace(settings, allow_private_urls=False)
-    yield from _serve(create_app(strict, predictor=predictor))
+    yield from serve_wsgi(create_app(strict, predictor=predictor))

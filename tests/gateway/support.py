@@ -23,6 +23,8 @@ from gateway.errors import GatewayError
 from gateway.predictor import ModelInfo, Prediction
 from PIL import Image
 
+MAX_IMAGE_BYTES = 200_000  # the gateway tests' image limit (small, to test it cheaply)
+
 OPENAPI = json.loads(
     (Path(__file__).resolve().parents[2] / "services/gateway/gateway/openapi.json").read_text()
 )

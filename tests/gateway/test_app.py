@@ -25,9 +25,9 @@ from hypothesis import given
 from hypothesis import settings as settings_profile
 from hypothesis import strategies as st
 
-from tests.gateway.conftest import MAX_IMAGE_BYTES
 from tests.gateway.support import (
     COLOURS,
+    MAX_IMAGE_BYTES,
     OPENAPI,
     Canary,
     ImageHost,
@@ -454,7 +454,7 @@ def offline_client(settings: Settings, predictor: ScriptedPredictor) -> FlaskCli
         ["application/json", "text/plain", "", "multipart/form-data; boundary=x"]
     ),
 )
-def test_no_body_gives_a_server_error(
+def test_no_body_of_any_shape_causes_a_server_error(
     offline_client: FlaskClient, body: bytes, path: str, content_type: str
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}

@@ -10,7 +10,7 @@ import pytest
 from gateway import contract
 from gateway.contract import ContractError, ResizeSpec
 
-from tests.conftest import DEMO_MODEL_BASE
+from tests.helpers import DEMO_MODEL_BASE
 
 
 def describe(**changes: Any) -> dict[str, Any]:

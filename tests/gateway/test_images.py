@@ -141,7 +141,7 @@ def test_sixteen_bit_greyscale_keeps_its_brightness() -> None:
     assert np.all(array == 128)
 
 
-def test_transparent_palette_image() -> None:
+def test_a_transparent_palette_image_keeps_its_opaque_colour() -> None:
     image = Image.new("P", (16, 16), 1)
     image.putpalette([0, 0, 0, *COLOURS["blue"]] + [0] * 762)
     buffer = io.BytesIO()
@@ -190,7 +190,7 @@ def test_pixel_cap_is_configurable() -> None:
         load(data, max_pixels=19_999)
 
 
-def test_byte_limit() -> None:
+def test_an_image_one_byte_over_the_limit_is_too_large() -> None:
     data = image_bytes("PNG")
     with pytest.raises(ImageTooLarge):
         load(data, max_bytes=len(data) - 1)
@@ -208,7 +208,9 @@ def test_byte_limit() -> None:
     ],
     ids=["empty", "text", "svg", "tiff", "truncated-jpeg", "truncated-png"],
 )
-def test_non_images_and_broken_images(data: bytes, error: type[GatewayError]) -> None:
+def test_non_images_and_broken_images_get_their_own_error(
+    data: bytes, error: type[GatewayError]
+) -> None:
     with pytest.raises(error):
         load(data)
 

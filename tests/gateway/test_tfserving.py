@@ -26,9 +26,9 @@ from gateway.settings import Settings
 from gateway.tfserving import TFServingPredictor, channel_options, service_config
 from tensorflow.core.framework import types_pb2
 
-from tests.gateway.conftest import _serve
 from tests.gateway.scripted_serving import LABELS, ModelShape, ScriptedServing, serve_scripted
 from tests.gateway.support import COLOURS, assert_documented, concurrently, image_bytes
+from tests.helpers import serve_wsgi
 
 IMAGES = np.stack([np.full((32, 32, 3), COLOURS[c], dtype=np.uint8) for c in LABELS])
 
@@ -168,7 +168,7 @@ def upload(base: str, request_id: str) -> requests.Response:
 @pytest.fixture
 def app_over_grpc(serving: tuple[ScriptedServing, int]) -> Iterator[str]:
     app: Flask = create_app(settings_for(serving[1]))
-    yield from _serve(app)
+    yield from serve_wsgi(app)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ def test_readiness_survives_a_model_server_blip() -> None:
     servicer = ScriptedServing()
     with serve_scripted(servicer) as port:
         app = create_app(settings_for(port, model_info_ttl=0.0))
-        served = _serve(app)
+        served = serve_wsgi(app)
         base = next(served)
         assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
     # the model server is gone: still ready (the Service keeps this replica), requests get 503
@@ -215,7 +215,7 @@ def test_readiness_does_not_wait_for_a_hung_model_server() -> None:
     servicer = ScriptedServing()
     with serve_scripted(servicer) as port:
         app = create_app(settings_for(port, model_info_ttl=0.0, model_timeout=5.0))
-        served = _serve(app)
+        served = serve_wsgi(app)
         base = next(served)
         assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
     # the port now accepts connections and never answers: a refresh would hang for 5 s
@@ -233,7 +233,7 @@ def test_not_ready_until_the_model_was_described_once() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens here
-    served = _serve(create_app(settings_for(port)))
+    served = serve_wsgi(create_app(settings_for(port)))
     base = next(served)
     ready = requests.get(f"{base}/readyz", timeout=10)
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "model_unavailable"
@@ -243,7 +243,7 @@ def test_not_ready_until_the_model_was_described_once() -> None:
 
 def test_an_incompatible_model_is_explained_by_readyz() -> None:
     with serve_scripted(ScriptedServing(ModelShape(input_dtype=types_pb2.DT_FLOAT))) as port:
-        served = _serve(create_app(settings_for(port)))
+        served = serve_wsgi(create_app(settings_for(port)))
         base = next(served)
         ready = requests.get(f"{base}/readyz", timeout=10)
         served.close()

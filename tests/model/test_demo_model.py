@@ -8,7 +8,7 @@ import pytest
 from gateway.contract import latest_version_dir, read_description, resize_spec
 
 from clothing_tools.evaluate_model import evaluate_export, evaluate_keras
-from tests.conftest import DEMO_MODEL_BASE, REPO_ROOT
+from tests.helpers import DEMO_MODEL_BASE, REPO_ROOT
 
 DEMO_KERAS = REPO_ROOT / "services" / "model" / "source" / "clothing_demo.keras"
 ACCURACY_TARGET = 0.75

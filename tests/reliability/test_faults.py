@@ -19,11 +19,11 @@ import psutil
 import pytest
 import requests
 
-from clothing_tools.local_stack import Running, start_gateway, start_model_server
+from clothing_tools.local_stack import Running, free_port, start_gateway, start_model_server
 from tests.gateway.support import wait_until
-from tests.reliability.conftest import GATEWAY_ENV, SLACK, free_port, record_figures
 from tests.reliability.hostile import HostileHost
 from tests.reliability.load import Load, Sample, latency_figures
+from tests.reliability.support import GATEWAY_ENV, SLACK, record_figures
 
 pytestmark = pytest.mark.slow
 MODEL_TIMEOUT = 5

@@ -11,8 +11,8 @@ import requests
 
 from clothing_tools.local_stack import Running
 from tests.gateway.support import assert_documented, concurrently
-from tests.reliability.conftest import DOWNLOAD_DEADLINE, SLACK
 from tests.reliability.hostile import MODES, HostileHost, NeverAccepts, expect_refusal
+from tests.reliability.support import DOWNLOAD_DEADLINE, SLACK
 
 pytestmark = pytest.mark.slow
 WITHIN = DOWNLOAD_DEADLINE + SLACK  # a download never outlives its deadline (plus scheduling)

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from clothing_tools.local_stack import Running
-from tests.reliability.conftest import MAX_IMAGE_BYTES, SLACK
 from tests.reliability.hostile import expect_refusal, good_jpeg
+from tests.reliability.support import MAX_IMAGE_BYTES, SLACK
 
 pytestmark = pytest.mark.slow
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 512 * 1024

@@ -36,8 +36,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from clothing_tools.local_stack import Running
-from tests.reliability.conftest import MAX_IMAGE_BYTES, record_figures
 from tests.reliability.hostile import ConnectGuard, TableResolver
+from tests.reliability.support import MAX_IMAGE_BYTES, record_figures
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "25"))

@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from clothing_tools.local_stack import Running
-from tests.reliability.conftest import gunicorn, record_figures
 from tests.reliability.hostile import HostileHost, good_jpeg
 from tests.reliability.load import Load, latency_figures
+from tests.reliability.support import gunicorn, record_figures
 
 pytestmark = pytest.mark.slow
 SECONDS = float(os.environ.get("RELIABILITY_SOAK_SECONDS", "30"))

@@ -12,29 +12,27 @@ Two setups, so that only loopback is ever connected to:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
 import requests
-from flask import Flask
 from gateway.app import create_app
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.settings import Settings
 from gateway.tfserving import TFServingPredictor
-from werkzeug.serving import make_server
 
 from clothing_tools.local_stack import Running
 from tests.gateway.support import Canary
-from tests.reliability.conftest import DOWNLOAD_DEADLINE, MAX_IMAGE_BYTES, SLACK
+from tests.helpers import serve_wsgi
 from tests.reliability.hostile import (
     ConnectGuard,
     HostileHost,
     TableResolver,
     expect_refusal,
 )
+from tests.reliability.support import DOWNLOAD_DEADLINE, MAX_IMAGE_BYTES, SLACK
 
 pytestmark = pytest.mark.slow
 REFUSAL_WITHIN = SLACK + 4  # refusals need no download: bounded by the concurrent good upload
@@ -172,17 +170,6 @@ class InProcess:
     resolver: TableResolver
 
 
-def serve_app(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def in_process(model_server: Running, allow_private: bool, table: dict) -> Iterator[InProcess]:
     """The gateway app in this process with an injected resolver, behind a connect guard."""
     settings = Settings(
@@ -200,7 +187,7 @@ def in_process(model_server: Running, allow_private: bool, table: dict) -> Itera
     predictor = TFServingPredictor(settings)
     app = create_app(settings, predictor, fetcher=lambda url: fetch_image(url, policy, resolver))
     with ConnectGuard() as guard:
-        for url in serve_app(app):
+        for url in serve_wsgi(app):
             yield InProcess(url, guard, resolver)
     predictor.close()
 

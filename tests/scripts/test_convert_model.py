@@ -6,7 +6,6 @@ import contextlib
 import functools
 import io
 import json
-import socket
 import subprocess
 import sys
 import zipfile
@@ -29,7 +28,8 @@ from clothing_tools.convert_model import (
     main,
     read_signature_defs,
 )
-from tests.conftest import REPO_ROOT
+from clothing_tools.local_stack import free_port
+from tests.helpers import REPO_ROOT
 from tests.model_factories import (
     LABELS,
     keras_classifier,
@@ -447,12 +447,6 @@ def test_warmup_file_holds_predict_requests(
 
 
 # --- serving with TF Serving's batching -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_export_loads_and_serves_behind_batching(keras_export: ExportResult):

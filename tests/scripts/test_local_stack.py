@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON, REPO_ROOT
+from clothing_tools.local_stack import free_port
+from tests.helpers import DEMO_MODEL_BASE, GATEWAY_PYTHON, REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "local_stack.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -71,7 +71,7 @@ def batch_size(inputs: dict[str, np.ndarray]) -> int:
         sizes.add(value.shape[0])
     if len(sizes) != 1:
         raise InvalidArgument("Batching Run() input tensors must have equal 0th-dimension size")
-    return sizes.pop()
+    return int(sizes.pop())
 
 
 class BatchScheduler:

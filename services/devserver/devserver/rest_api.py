@@ -43,9 +43,10 @@ JSON_TYPE = "application/json"
 
 
 def _to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
+    as_dict: dict[str, Any] = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return as_dict
 
 
 def model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
@@ -90,8 +91,12 @@ class RestApi:
         response = get_model_status(
             self._manager, get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
         )
-        return json_format.MessageToJson(
-            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        return str(
+            json_format.MessageToJson(
+                response,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+            )
         )
 
     def metadata(self, spec: model_pb2.ModelSpec) -> str:

@@ -36,7 +36,7 @@ def dtype_string(dtype: int) -> str:
         name = tf.as_dtype(dtype).name
     except TypeError:
         return types_pb2.DataType.Name(dtype) if dtype in types_pb2.DataType.values() else "?"
-    return _TF_TYPE_NAMES.get(name, name)
+    return _TF_TYPE_NAMES.get(str(name), str(name))
 
 
 def dtype_of(array: np.ndarray) -> int:
@@ -49,7 +49,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     try:
         if proto.dtype == types_pb2.DT_INVALID:
             raise ValueError("no dtype")
-        return tf.make_ndarray(proto)
+        array: np.ndarray = tf.make_ndarray(proto)
+        return array
     except Exception:
         raise InvalidArgument(f"tensor parsing error: {alias}") from None
 

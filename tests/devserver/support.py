@@ -1,0 +1,32 @@
+"""Names and helpers shared by the development server's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from devserver.server import ModelServer
+from devserver.settings import Settings
+
+from tests.devserver import tiny_model
+
+MODEL_NAME = "tiny"
+LABELS = {"stable": 1, "canary": 2}
+
+
+def warmup_requests() -> list:
+    """Three warm-up records: one image, two images fetching scores only, describe."""
+    one = tiny_model.predict_request(tiny_model.random_images(1, seed=100))
+    two = tiny_model.predict_request(tiny_model.random_images(2, seed=101))
+    two.output_filter.append("scores")
+    describe = tiny_model.predict_request(tiny_model.random_images(1, seed=102), "describe")
+    return [one, two, describe]
+
+
+def serve(settings: Settings) -> Iterator[ModelServer]:
+    """Start a server for the test, stop it afterwards."""
+    server = ModelServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace_seconds=1)

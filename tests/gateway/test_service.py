@@ -1,0 +1,120 @@
+"""gateway.service.Classifier without HTTP: batch order, partial failures, one Predict call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from gateway.errors import (
+    DownloadTimeout,
+    GatewayError,
+    ImageHostError,
+    ModelUnavailable,
+    UndecodableImage,
+)
+from gateway.fetch import FetchedImage
+from gateway.metrics import Metrics
+from gateway.service import Classifier, Stopwatch
+from gateway.settings import Settings
+
+from tests.gateway.support import COLOURS, ColourPredictor, ScriptedPredictor, image_bytes
+
+RED, GREEN, BLUE = (image_bytes("PNG", COLOURS[name]) for name in ("red", "green", "blue"))
+
+
+class TableFetcher:
+    """A downloader answering from a table: bytes after a delay, or an error to raise."""
+
+    def __init__(self, table: Mapping[str, tuple[float, bytes | GatewayError]]) -> None:
+        self.table = table
+        self.finished: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str) -> FetchedImage:
+        delay, answer = self.table[url]
+        time.sleep(delay)
+        with self._lock:
+            self.finished.append(url)
+        if isinstance(answer, GatewayError):
+            raise answer
+        return FetchedImage(data=answer, final_url=url, elapsed=delay)
+
+
+def classifier(fetcher: TableFetcher, predictor: ColourPredictor | None = None) -> Classifier:
+    settings = Settings(download_concurrency=4)
+    return Classifier(settings, predictor or ColourPredictor(), fetcher, Metrics())
+
+
+def test_batch_results_follow_the_input_order_not_the_download_order() -> None:
+    fetcher = TableFetcher({"a": (0.3, BLUE), "b": (0.2, GREEN), "c": (0.1, RED), "d": (0.0, BLUE)})
+    answer = classifier(fetcher).classify_batch(["a", "b", "c", "d"], "r1", lambda exc: None)
+    assert fetcher.finished[0] == "d" and fetcher.finished[-1] == "a"  # out of order
+    assert [r["url"] for r in answer["results"]] == ["a", "b", "c", "d"]
+    assert [r["top"] for r in answer["results"]] == ["blue", "green", "red", "blue"]
+    assert answer["model"] == {"name": "colour-model", "version": 3}
+
+
+def test_a_failed_item_spoils_only_its_own_entry_and_the_rest_go_in_one_predict() -> None:
+    predictor = ColourPredictor()
+    fetcher = TableFetcher(
+        {
+            "red": (0.0, RED),
+            "gone": (0.0, ImageHostError("the image host answered HTTP 404")),
+            "green": (0.0, GREEN),
+            "slow": (0.0, DownloadTimeout("slow.example did not answer in time")),
+            "junk": (0.0, RED[: len(RED) // 2]),  # truncated
+            "blue": (0.0, BLUE),
+        }
+    )
+    seen: list[str] = []
+    urls = ["red", "gone", "green", "slow", "junk", "blue"]
+    answer = classifier(fetcher, predictor).classify_batch(
+        urls, "r2", lambda exc: seen.append(exc.code)
+    )
+    results = answer["results"]
+    assert [r["url"] for r in results] == urls
+    assert [r.get("top") for r in results] == ["red", None, "green", None, None, "blue"]
+    assert results[1]["error"]["code"] == "image_host_error"
+    assert results[3]["error"]["code"] == "download_timeout"
+    assert results[4]["error"]["code"] == UndecodableImage.code
+    assert sorted(seen) == sorted(["image_host_error", "download_timeout", "undecodable_image"])
+    assert predictor.batches == [3]  # the three good images, one call
+
+
+def test_a_batch_without_any_good_image_does_not_call_the_model() -> None:
+    predictor = ColourPredictor()
+    fetcher = TableFetcher({"x": (0.0, ImageHostError("could not resolve x"))})
+    answer = classifier(fetcher, predictor).classify_batch(["x"], "r3", lambda exc: None)
+    assert predictor.batches == []
+    assert answer["model"] == {"name": "colour-model", "version": 3}
+    assert answer["results"][0]["error"]["code"] == "image_host_error"
+
+
+def test_a_model_failure_fails_the_whole_batch() -> None:
+    predictor = ScriptedPredictor({"r4": ModelUnavailable("retry later", retry_after=2)})
+    fetcher = TableFetcher({"a": (0.0, RED), "b": (0.0, GREEN)})
+    with pytest.raises(ModelUnavailable):
+        classifier(fetcher, predictor).classify_batch(["a", "b"], "r4", lambda exc: None)
+
+
+def test_a_url_is_downloaded_prepared_and_scored_with_each_stage_timed() -> None:
+    fetcher = TableFetcher({"u": (0.05, GREEN)})
+    watch = Stopwatch()
+    answer = classifier(fetcher).classify_url("u", "r5", watch)
+    assert answer["top"] == "green"
+    assert set(answer["scores"]) == {"red", "green", "blue"}
+    assert np.isclose(sum(answer["scores"].values()), 1.0)
+    assert list(watch.stages) == ["download", "preprocess", "model"]
+    assert watch.stages["download"] >= 0.05
+
+
+def test_uploaded_bytes_skip_the_download() -> None:
+    fetcher = TableFetcher({})
+    watch = Stopwatch()
+    answer = classifier(fetcher).classify_bytes(BLUE, "r6", watch)
+    assert answer["top"] == "blue" and answer["model"]["version"] == 3
+    assert fetcher.finished == []
+    assert list(watch.stages) == ["preprocess", "model"]

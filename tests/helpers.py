@@ -1,0 +1,30 @@
+"""Paths and small helpers shared by the test packages (imported; conftest files hold fixtures)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.serving import make_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASET_DIR = REPO_ROOT.parent / "shared" / "clothing-dataset-small"
+DEMO_MODEL_BASE = REPO_ROOT / "services" / "model" / "clothing-model"
+GATEWAY_PYTHON = REPO_ROOT / ".venv-gateway" / "bin" / "python"
+
+
+def serve_wsgi(app: Flask) -> Iterator[str]:
+    """Serve a Flask app from a real threaded HTTP server on loopback; yield its base URL once.
+
+    A generator, for `yield from` in fixtures; closing it stops the server.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
