@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from flask import Flask
@@ -15,7 +15,7 @@ DEMO_MODEL_BASE = REPO_ROOT / "services" / "model" / "clothing-model"
 GATEWAY_PYTHON = REPO_ROOT / ".venv-gateway" / "bin" / "python"
 
 
-def serve_wsgi(app: Flask) -> Iterator[str]:
+def serve_wsgi(app: Flask) -> Generator[str, None, None]:
     """Serve a Flask app from a real threaded HTTP server on loopback; yield its base URL once.
 
     A generator, for `yield from` in fixtures; closing it stops the server.

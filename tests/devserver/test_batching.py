@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,7 +22,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clothing_tools.local_stack import free_port
 from tests.devserver import tiny_model
-from tests.devserver.support import MODEL_NAME, serve
+from tests.devserver.support import MODEL_NAME, PredictionStub, serve
 
 MAX_BATCH = 8
 # Long enough that a batch only ever closes because it is full: the assertions below
@@ -53,13 +54,15 @@ def stub(
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-def scores_request(images: np.ndarray):
+def scores_request(images: np.ndarray) -> Any:
     request = tiny_model.predict_request(images)
     request.output_filter.append("scores")
     return request
 
 
-def test_concurrent_requests_are_merged_into_one_graph_run(batching_server, stub):
+def test_concurrent_requests_are_merged_into_one_graph_run(
+    batching_server: ModelServer, stub: PredictionStub
+) -> None:
     servable = batching_server.manager.specific(MODEL_NAME, 2)
     before = servable.calls
     images = [tiny_model.random_images(1, seed=200 + i) for i in range(MAX_BATCH)]
@@ -75,7 +78,9 @@ def test_concurrent_requests_are_merged_into_one_graph_run(batching_server, stub
         )
 
 
-def test_requests_of_several_rows_share_a_batch(batching_server, stub):
+def test_requests_of_several_rows_share_a_batch(
+    batching_server: ModelServer, stub: PredictionStub
+) -> None:
     servable = batching_server.manager.specific(MODEL_NAME, 2)
     before = servable.calls
     images = [tiny_model.random_images(3, seed=210), tiny_model.random_images(5, seed=211)]
@@ -90,7 +95,7 @@ def test_requests_of_several_rows_share_a_batch(batching_server, stub):
         )
 
 
-def test_unbatched_output_fails_like_tf_serving(stub):
+def test_unbatched_output_fails_like_tf_serving(stub: PredictionStub) -> None:
     # `labels` is [K], not [batch, ...]: TF Serving's BatchingSession cannot split it.
     request = tiny_model.predict_request(tiny_model.random_images(MAX_BATCH, seed=220))
     with pytest.raises(grpc.RpcError) as caught:
@@ -102,7 +107,7 @@ def test_unbatched_output_fails_like_tf_serving(stub):
     )
 
 
-def test_scalar_output_fails_like_tf_serving(stub):
+def test_scalar_output_fails_like_tf_serving(stub: PredictionStub) -> None:
     request = tiny_model.predict_request(tiny_model.random_images(MAX_BATCH, seed=221), "describe")
     with pytest.raises(grpc.RpcError) as caught:
         stub.Predict(request, timeout=120)
@@ -110,7 +115,7 @@ def test_scalar_output_fails_like_tf_serving(stub):
     assert caught.value.details() == "Batched output tensor has 0 dimensions"
 
 
-def test_request_larger_than_max_batch_is_refused(stub):
+def test_request_larger_than_max_batch_is_refused(stub: PredictionStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.Predict(scores_request(tiny_model.random_images(MAX_BATCH + 1, seed=222)), timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -127,7 +132,7 @@ def servable(model_base: Path) -> Servable:
     return load_servable(MODEL_NAME, 1, model_base / "1")
 
 
-def test_batch_is_padded_to_an_allowed_size(servable):
+def test_batch_is_padded_to_an_allowed_size(servable: Servable) -> None:
     scheduler = BatchScheduler(
         BatchingParameters(max_batch_size=8, allowed_batch_sizes=(4, 8), num_batch_threads=1)
     )
@@ -143,7 +148,7 @@ def test_batch_is_padded_to_an_allowed_size(servable):
     np.testing.assert_allclose(outputs["scores"], tiny_model.expected_scores(images, 1), atol=1e-6)
 
 
-def test_full_queue_is_unavailable(servable):
+def test_full_queue_is_unavailable(servable: Servable) -> None:
     # No batch threads yet: the first task's batch waits in the queue, the second is refused.
     scheduler = BatchScheduler(
         BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
@@ -169,7 +174,7 @@ def test_full_queue_is_unavailable(servable):
     assert len(results) == 1
 
 
-def test_inputs_with_different_row_counts_are_refused(servable):
+def test_inputs_with_different_row_counts_are_refused(servable: Servable) -> None:
     scheduler = BatchScheduler(BatchingParameters())
     with pytest.raises(InvalidArgument, match="must have equal 0th-dimension size"):
         scheduler.run(

@@ -35,7 +35,9 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
         (["--model_base_path=/m", "--mod=x"], "unrecognized arguments: --mod=x"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
+def test_bad_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
@@ -52,13 +54,15 @@ def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
         (["--model_base_path=/m", "--batching_parameters_file=/nonexistent"], "cannot read"),
     ],
 )
-def test_unusable_settings_exit_2_with_one_line(capsys, argv, needle):
+def test_unusable_settings_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
     assert main(argv) == 2
     line = one_line_error(capsys)
     assert line.startswith("devserver: error: ") and needle in line
 
 
-def test_unknown_flag_from_the_command_line_is_one_line_and_exit_code_2():
+def test_unknown_flag_from_the_command_line_is_one_line_and_exit_code_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "devserver", "--model_base_path=/m", "--enable_batchin"],
         cwd=DEVSERVER_PATH,
@@ -70,7 +74,7 @@ def test_unknown_flag_from_the_command_line_is_one_line_and_exit_code_2():
     assert result.stderr == "devserver: error: unrecognized arguments: --enable_batchin\n"
 
 
-def test_flags_in_both_spellings_and_defaults(tmp_path):
+def test_flags_in_both_spellings_and_defaults(tmp_path: Path) -> None:
     batching_file = tmp_path / "batching.txt"
     batching_file.write_text("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n")
     args = build_parser().parse_args(
@@ -106,7 +110,7 @@ def test_flags_in_both_spellings_and_defaults(tmp_path):
     assert not settings_from_args(flag_off).enable_model_warmup
 
 
-def test_batching_parameters_text_proto():
+def test_batching_parameters_text_proto() -> None:
     params = parse_batching_parameters(
         """
         # comments and both field syntaxes are accepted, as protobuf's parser does
@@ -130,7 +134,7 @@ def test_batching_parameters_text_proto():
     assert parse_batching_parameters("").max_batch_size == 1000
 
 
-def test_the_projects_batching_file_parses():
+def test_the_projects_batching_file_parses() -> None:
     path = REPO_ROOT / "services" / "model" / "batching_parameters.txt"
     if not path.is_file():
         pytest.skip("services/model/batching_parameters.txt is not there")
@@ -153,12 +157,12 @@ def test_the_projects_batching_file_parses():
         ("max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 4", "increasing"),
     ],
 )
-def test_bad_batching_parameters(text, needle):
+def test_bad_batching_parameters(text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse_batching_parameters(text)
 
 
-def test_model_config_file():
+def test_model_config_file() -> None:
     models = parse_model_config(
         """
         model_config_list {
@@ -190,12 +194,12 @@ def test_model_config_file():
         "nonsense",
     ],
 )
-def test_bad_model_config(text):
+def test_bad_model_config(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_model_config(text)
 
 
-def test_version_policies_pick_versions():
+def test_version_policies_pick_versions() -> None:
     present = [3, 1, 10, 2]
     assert VersionPolicy().aspired(present) == [10]
     assert VersionPolicy("latest", num_versions=2).aspired(present) == [3, 10]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -12,22 +14,25 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_pb2,
     predict_pb2,
 )
 
 from tests.devserver import tiny_model
-from tests.devserver.support import MODEL_NAME
+from tests.devserver.support import MODEL_NAME, ModelStub, PredictionStub
 
 K = len(tiny_model.LABELS)
 
 
-def rpc_error(call, request) -> grpc.RpcError:
+def rpc_error(call: Callable[..., object], request: object) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         call(request, timeout=30)
     return caught.value
 
 
-def test_predict_tensor_content_answers_latest_version_with_typed_fields(prediction_stub):
+def test_predict_tensor_content_answers_latest_version_with_typed_fields(
+    prediction_stub: PredictionStub,
+) -> None:
     images = tiny_model.random_images(1, seed=1)
     response = prediction_stub.Predict(tiny_model.predict_request(images), timeout=30)
 
@@ -44,7 +49,7 @@ def test_predict_tensor_content_answers_latest_version_with_typed_fields(predict
     assert list(response.outputs["labels"].string_val) == [s.encode() for s in tiny_model.LABELS]
 
 
-def test_predict_batch_rows_each_match_their_image(prediction_stub):
+def test_predict_batch_rows_each_match_their_image(prediction_stub: PredictionStub) -> None:
     images = tiny_model.random_images(5, seed=2)
     images[0] = 0
     images[1] = 255
@@ -55,7 +60,7 @@ def test_predict_batch_rows_each_match_their_image(prediction_stub):
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_predict_accepts_typed_value_lists(prediction_stub):
+def test_predict_accepts_typed_value_lists(prediction_stub: PredictionStub) -> None:
     images = tiny_model.random_images(2, seed=3)
     request = tiny_model.predict_request(images)
     typed = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8)
@@ -81,7 +86,9 @@ def test_predict_accepts_typed_value_lists(prediction_stub):
     ],
     ids=["version-1", "version-2", "label-stable", "label-canary"],
 )
-def test_predict_version_selection(prediction_stub, choose, version):
+def test_predict_version_selection(
+    prediction_stub: PredictionStub, choose: Callable[[model_pb2.ModelSpec], object], version: int
+) -> None:
     images = tiny_model.random_images(2, seed=4)
     request = tiny_model.predict_request(images)
     choose(request.model_spec)
@@ -94,7 +101,7 @@ def test_predict_version_selection(prediction_stub, choose, version):
     )
 
 
-def test_versions_give_different_answers(prediction_stub):
+def test_versions_give_different_answers(prediction_stub: PredictionStub) -> None:
     images = tiny_model.random_images(1, seed=5)
     answers = []
     for version in (1, 2):
@@ -104,14 +111,14 @@ def test_versions_give_different_answers(prediction_stub):
     assert not np.allclose(answers[0], answers[1])
 
 
-def test_output_filter_returns_only_the_chosen_outputs(prediction_stub):
+def test_output_filter_returns_only_the_chosen_outputs(prediction_stub: PredictionStub) -> None:
     request = tiny_model.predict_request(tiny_model.random_images(3, seed=6))
     request.output_filter.append("scores")
     response = prediction_stub.Predict(request, timeout=30)
     assert set(response.outputs) == {"scores"}
 
 
-def test_describe_signature_returns_the_description(prediction_stub):
+def test_describe_signature_returns_the_description(prediction_stub: PredictionStub) -> None:
     request = tiny_model.predict_request(tiny_model.random_images(1, seed=7), "describe")
     response = prediction_stub.Predict(request, timeout=30)
     assert response.model_spec.signature_name == "describe"
@@ -122,7 +129,7 @@ def test_describe_signature_returns_the_description(prediction_stub):
     )
 
 
-def test_get_model_metadata_packs_the_real_signature_defs(prediction_stub):
+def test_get_model_metadata_packs_the_real_signature_defs(prediction_stub: PredictionStub) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = MODEL_NAME
     response = prediction_stub.GetModelMetadata(request, timeout=30)
@@ -153,14 +160,14 @@ def test_get_model_metadata_packs_the_real_signature_defs(prediction_stub):
     assert not describe.outputs["description"].tensor_shape.dim
 
 
-def test_get_model_metadata_of_a_specific_version(prediction_stub):
+def test_get_model_metadata_of_a_specific_version(prediction_stub: PredictionStub) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = MODEL_NAME
     request.model_spec.version.value = 1
     assert prediction_stub.GetModelMetadata(request, timeout=30).model_spec.version.value == 1
 
 
-def test_get_model_status_lists_versions_newest_first(model_stub):
+def test_get_model_status_lists_versions_newest_first(model_stub: ModelStub) -> None:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = MODEL_NAME
     response = model_stub.GetModelStatus(request, timeout=30)
@@ -172,7 +179,7 @@ def test_get_model_status_lists_versions_newest_first(model_stub):
     assert all(s.status.error_code == 0 for s in response.model_version_status)
 
 
-def test_get_model_status_of_one_version(model_stub):
+def test_get_model_status_of_one_version(model_stub: ModelStub) -> None:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = MODEL_NAME
     request.model_spec.version.value = 1
@@ -183,7 +190,7 @@ def test_get_model_status_of_one_version(model_stub):
 # -- errors: codes and messages as TF Serving sends them ----------------------------------
 
 
-def _request(**changes) -> predict_pb2.PredictRequest:
+def _request(**changes: Any) -> predict_pb2.PredictRequest:
     request = tiny_model.predict_request(tiny_model.random_images(1, seed=8))
     for key, value in changes.items():
         if key == "name":
@@ -197,37 +204,37 @@ def _request(**changes) -> predict_pb2.PredictRequest:
     return request
 
 
-def test_unknown_model_is_not_found(prediction_stub):
+def test_unknown_model_is_not_found(prediction_stub: PredictionStub) -> None:
     error = rpc_error(prediction_stub.Predict, _request(name="nope"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "Servable not found for request: Latest(nope)"
 
 
-def test_unknown_version_is_not_found(prediction_stub):
+def test_unknown_version_is_not_found(prediction_stub: PredictionStub) -> None:
     error = rpc_error(prediction_stub.Predict, _request(version=7))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == f"Servable not found for request: Specific({MODEL_NAME}, 7)"
 
 
-def test_unknown_label_is_invalid(prediction_stub):
+def test_unknown_label_is_invalid(prediction_stub: PredictionStub) -> None:
     error = rpc_error(prediction_stub.Predict, _request(label="beta"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "Unrecognized servable version label: beta"
 
 
-def test_missing_model_name_is_invalid(prediction_stub):
+def test_missing_model_name_is_invalid(prediction_stub: PredictionStub) -> None:
     error = rpc_error(prediction_stub.Predict, _request(name=""))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "ModelSpec has no name specified."
 
 
-def test_unknown_signature_is_failed_precondition(prediction_stub):
+def test_unknown_signature_is_failed_precondition(prediction_stub: PredictionStub) -> None:
     error = rpc_error(prediction_stub.Predict, _request(signature="nope"))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == 'Serving signature key "nope" not found.'
 
 
-def test_missing_input_is_invalid(prediction_stub):
+def test_missing_input_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     del request.inputs["images"]
     error = rpc_error(prediction_stub.Predict, request)
@@ -238,7 +245,7 @@ def test_missing_input_is_invalid(prediction_stub):
     )
 
 
-def test_extra_input_is_invalid(prediction_stub):
+def test_extra_input_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.inputs["extra"].CopyFrom(tf.make_tensor_proto([1.0]))
     error = rpc_error(prediction_stub.Predict, request)
@@ -249,7 +256,7 @@ def test_extra_input_is_invalid(prediction_stub):
     )
 
 
-def test_unknown_input_name_is_invalid(prediction_stub):
+def test_unknown_input_name_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.inputs["pictures"].CopyFrom(request.inputs["images"])
     del request.inputs["images"]
@@ -261,7 +268,7 @@ def test_unknown_input_name_is_invalid(prediction_stub):
     )
 
 
-def test_wrong_dtype_is_invalid(prediction_stub):
+def test_wrong_dtype_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.inputs["images"].CopyFrom(
         tf.make_tensor_proto(np.zeros((1, tiny_model.HEIGHT, tiny_model.WIDTH, 3), np.float32))
@@ -272,7 +279,7 @@ def test_wrong_dtype_is_invalid(prediction_stub):
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 4, 3), (8, 8, 3), (1, 8, 8, 1)])
-def test_wrong_shape_is_invalid(prediction_stub, shape):
+def test_wrong_shape_is_invalid(prediction_stub: PredictionStub, shape: tuple[int, ...]) -> None:
     request = _request()
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros(shape, np.uint8)))
     error = rpc_error(prediction_stub.Predict, request)
@@ -280,7 +287,7 @@ def test_wrong_shape_is_invalid(prediction_stub, shape):
     assert "incompatible with the signature shape [-1,8,8,3]" in error.details()
 
 
-def test_unparsable_tensor_is_invalid(prediction_stub):
+def test_unparsable_tensor_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.inputs["images"].tensor_content = b"\x00" * 5
     error = rpc_error(prediction_stub.Predict, request)
@@ -288,7 +295,7 @@ def test_unparsable_tensor_is_invalid(prediction_stub):
     assert error.details() == "tensor parsing error: images"
 
 
-def test_unknown_output_filter_is_invalid(prediction_stub):
+def test_unknown_output_filter_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.output_filter.append("probabilities")
     error = rpc_error(prediction_stub.Predict, request)
@@ -299,7 +306,7 @@ def test_unknown_output_filter_is_invalid(prediction_stub):
     )
 
 
-def test_duplicate_output_filter_is_invalid(prediction_stub):
+def test_duplicate_output_filter_is_invalid(prediction_stub: PredictionStub) -> None:
     request = _request()
     request.output_filter.extend(["scores", "scores"])
     error = rpc_error(prediction_stub.Predict, request)
@@ -314,7 +321,9 @@ def test_duplicate_output_filter_is_invalid(prediction_stub):
         (["signature_def", "graph"], "Metadata field graph is not supported"),
     ],
 )
-def test_bad_metadata_field_is_invalid(prediction_stub, fields, message):
+def test_bad_metadata_field_is_invalid(
+    prediction_stub: PredictionStub, fields: list[str], message: str
+) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=fields)
     request.model_spec.name = MODEL_NAME
     error = rpc_error(prediction_stub.GetModelMetadata, request)
@@ -322,7 +331,7 @@ def test_bad_metadata_field_is_invalid(prediction_stub, fields, message):
     assert error.details() == message
 
 
-def test_metadata_of_unknown_model_is_not_found(prediction_stub):
+def test_metadata_of_unknown_model_is_not_found(prediction_stub: PredictionStub) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "nope"
     error = rpc_error(prediction_stub.GetModelMetadata, request)
@@ -330,7 +339,7 @@ def test_metadata_of_unknown_model_is_not_found(prediction_stub):
     assert error.details() == "Servable not found for request: Latest(nope)"
 
 
-def test_status_of_unknown_model_or_version_is_not_found(model_stub):
+def test_status_of_unknown_model_or_version_is_not_found(model_stub: ModelStub) -> None:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "nope"
     error = rpc_error(model_stub.GetModelStatus, request)
@@ -344,14 +353,16 @@ def test_status_of_unknown_model_or_version_is_not_found(model_stub):
     assert error.details() == f"Could not find version 7 of model {MODEL_NAME}"
 
 
-def test_classify_is_unimplemented(prediction_stub):
+def test_classify_is_unimplemented(prediction_stub: PredictionStub) -> None:
     from tensorflow_serving.apis import classification_pb2
 
     error = rpc_error(prediction_stub.Classify, classification_pb2.ClassificationRequest())
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_request_id_metadata_is_logged(prediction_stub, caplog):
+def test_request_id_metadata_is_logged(
+    prediction_stub: PredictionStub, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("INFO", logger="devserver.requests")
     prediction_stub.Predict(_request(), timeout=30, metadata=[("x-request-id", "req-test-42")])
     assert any(

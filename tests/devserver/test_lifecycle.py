@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -33,13 +34,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SAFETY_SECONDS = 300  # bounds for waiting on real processes, never asserted as speed
 
 
-def portless(base: Path, **changes) -> Settings:
+def portless(base: Path, **changes: Any) -> Settings:
     return Settings(
         models=(ModelConfig(MODEL_NAME, base),), grpc_port=0, rest_api_port=0, **changes
     )
 
 
-def test_warmup_records_are_replayed_before_serving(model_base):
+def test_warmup_records_are_replayed_before_serving(model_base: Path) -> None:
     server = ModelServer(portless(model_base))
     server.start()
     try:
@@ -50,7 +51,7 @@ def test_warmup_records_are_replayed_before_serving(model_base):
         server.stop(0)
 
 
-def test_warmup_can_be_switched_off(model_base):
+def test_warmup_can_be_switched_off(model_base: Path) -> None:
     server = ModelServer(portless(model_base, enable_model_warmup=False))
     server.start()
     try:
@@ -59,7 +60,7 @@ def test_warmup_can_be_switched_off(model_base):
         server.stop(0)
 
 
-def test_failing_warmup_record_fails_the_load(model_base, tmp_path):
+def test_failing_warmup_record_fails_the_load(model_base: Path, tmp_path: Path) -> None:
     base = tmp_path / MODEL_NAME
     shutil.copytree(model_base / "1", base / "1")
     bad = tiny_model.predict_request(tiny_model.random_images(1, seed=300))
@@ -75,7 +76,7 @@ def test_failing_warmup_record_fails_the_load(model_base, tmp_path):
     assert states[1].state == "END" and states[1].error_code == "UNKNOWN"
 
 
-def test_batching_refuses_warmup_fetching_unbatched_outputs(model_base):
+def test_batching_refuses_warmup_fetching_unbatched_outputs(model_base: Path) -> None:
     # Like TF Serving, warm-up runs through the batching layer; record 1 fetches `labels` [K].
     settings = portless(
         model_base,
@@ -96,7 +97,9 @@ def test_batching_refuses_warmup_fetching_unbatched_outputs(model_base):
         ("not-a-model", "SavedModel not found in export directory"),
     ],
 )
-def test_startup_fails_without_a_loadable_version(tmp_path, layout, message):
+def test_startup_fails_without_a_loadable_version(
+    tmp_path: Path, layout: str, message: str
+) -> None:
     base = tmp_path / MODEL_NAME
     if layout != "missing":
         base.mkdir()
@@ -109,7 +112,7 @@ def test_startup_fails_without_a_loadable_version(tmp_path, layout, message):
     server.stop(0)
 
 
-def test_new_version_is_picked_up_by_polling(model_base, tmp_path):
+def test_new_version_is_picked_up_by_polling(model_base: Path, tmp_path: Path) -> None:
     base = tmp_path / MODEL_NAME
     shutil.copytree(model_base / "1", base / "1")
     server = ModelServer(portless(base, file_system_poll_wait_seconds=1))
@@ -133,12 +136,12 @@ def test_new_version_is_picked_up_by_polling(model_base, tmp_path):
         server.stop(0)
 
 
-def _read_lines(stream, lines: queue.Queue[str]) -> None:
+def _read_lines(stream: IO[str], lines: queue.Queue[str]) -> None:
     for line in stream:
         lines.put(line)
 
 
-def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base):
+def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base: Path) -> None:
     grpc_port, rest_port = free_port(), free_port()
     env = dict(os.environ)
     process = subprocess.Popen(

@@ -10,7 +10,7 @@ import requests
 import tensorflow as tf
 
 from tests.devserver import tiny_model
-from tests.devserver.support import MODEL_NAME
+from tests.devserver.support import MODEL_NAME, PredictionStub
 
 K = len(tiny_model.LABELS)
 TIMEOUT = 30
@@ -25,14 +25,19 @@ def post(rest_url: str, path: str, body: object) -> requests.Response:
     return requests.post(rest_url + path, data=data, timeout=TIMEOUT)
 
 
-def grpc_scores(prediction_stub, images: np.ndarray, version: int | None = None) -> np.ndarray:
+def grpc_scores(
+    prediction_stub: PredictionStub, images: np.ndarray, version: int | None = None
+) -> np.ndarray:
     request = tiny_model.predict_request(images)
     if version is not None:
         request.model_spec.version.value = version
-    return tf.make_ndarray(prediction_stub.Predict(request, timeout=TIMEOUT).outputs["scores"])
+    scores: np.ndarray = tf.make_ndarray(
+        prediction_stub.Predict(request, timeout=TIMEOUT).outputs["scores"]
+    )
+    return scores
 
 
-def test_model_status(rest_url):
+def test_model_status(rest_url: str) -> None:
     response = get(rest_url, f"/v1/models/{MODEL_NAME}")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
@@ -48,13 +53,13 @@ def test_model_status(rest_url):
 @pytest.mark.parametrize(
     ("path", "version"), [("/versions/1", "1"), ("/labels/canary", "2"), ("/labels/stable", "1")]
 )
-def test_model_status_of_one_version(rest_url, path, version):
+def test_model_status_of_one_version(rest_url: str, path: str, version: str) -> None:
     response = get(rest_url, f"/v1/models/{MODEL_NAME}{path}")
     assert response.status_code == 200
     assert [s["version"] for s in response.json()["model_version_status"]] == [version]
 
 
-def test_model_metadata(rest_url):
+def test_model_metadata(rest_url: str) -> None:
     response = get(rest_url, f"/v1/models/{MODEL_NAME}/metadata")
     assert response.status_code == 200
     body = response.json()
@@ -75,12 +80,12 @@ def test_model_metadata(rest_url):
     assert signatures["describe"]["outputs"]["description"]["dtype"] == "DT_STRING"
 
 
-def test_model_metadata_of_version_1(rest_url):
+def test_model_metadata_of_version_1(rest_url: str) -> None:
     response = get(rest_url, f"/v1/models/{MODEL_NAME}/versions/1/metadata")
     assert response.json()["model_spec"]["version"] == "1"
 
 
-def test_predict_columnar_matches_grpc(rest_url, prediction_stub):
+def test_predict_columnar_matches_grpc(rest_url: str, prediction_stub: PredictionStub) -> None:
     images = tiny_model.random_images(2, seed=20)
     response = post(
         rest_url, f"/v1/models/{MODEL_NAME}:predict", {"inputs": {"images": images.tolist()}}
@@ -94,7 +99,9 @@ def test_predict_columnar_matches_grpc(rest_url, prediction_stub):
     )
 
 
-def test_predict_columnar_plain_value_for_a_single_input(rest_url, prediction_stub):
+def test_predict_columnar_plain_value_for_a_single_input(
+    rest_url: str, prediction_stub: PredictionStub
+) -> None:
     images = tiny_model.random_images(1, seed=21)
     response = post(rest_url, f"/v1/models/{MODEL_NAME}:predict", {"inputs": images.tolist()})
     assert response.status_code == 200, response.text
@@ -104,7 +111,7 @@ def test_predict_columnar_plain_value_for_a_single_input(rest_url, prediction_st
     )
 
 
-def test_predict_row_format(rest_url, prediction_stub):
+def test_predict_row_format(rest_url: str, prediction_stub: PredictionStub) -> None:
     # Row format needs every output batched: `labels` is [K], so it works with K rows only.
     images = tiny_model.random_images(K, seed=22)
     response = post(
@@ -121,7 +128,7 @@ def test_predict_row_format(rest_url, prediction_stub):
         np.testing.assert_array_equal(np.array(prediction["scores"], np.float32), expected[row])
 
 
-def test_predict_row_format_with_unbatched_output_is_refused_like_tf_serving(rest_url):
+def test_predict_row_format_with_unbatched_output_is_refused_like_tf_serving(rest_url: str) -> None:
     images = tiny_model.random_images(2, seed=23)
     response = post(rest_url, f"/v1/models/{MODEL_NAME}:predict", {"instances": images.tolist()})
     assert response.status_code == 400
@@ -130,7 +137,9 @@ def test_predict_row_format_with_unbatched_output_is_refused_like_tf_serving(res
     }
 
 
-def test_predict_specific_version_and_signature(rest_url, prediction_stub):
+def test_predict_specific_version_and_signature(
+    rest_url: str, prediction_stub: PredictionStub
+) -> None:
     images = tiny_model.random_images(1, seed=24)
     response = post(
         rest_url,
@@ -228,14 +237,14 @@ def test_predict_specific_version_and_signature(rest_url, prediction_stub):
         "not-object",
     ],
 )
-def test_predict_errors(rest_url, path, body, status, error):
+def test_predict_errors(rest_url: str, path: str, body: object, status: int, error: str) -> None:
     response = post(rest_url, path, body)
     assert response.status_code == status
     assert response.headers["Content-Type"] == "application/json"
     assert response.json() == {"error": error}
 
 
-def test_predict_bad_json_is_a_parse_error(rest_url):
+def test_predict_bad_json_is_a_parse_error(rest_url: str) -> None:
     response = post(rest_url, f"/v1/models/{MODEL_NAME}:predict", b'{"inputs": [1,')
     assert response.status_code == 400
     assert response.json()["error"].startswith("JSON Parse error: ")
@@ -268,13 +277,15 @@ def test_predict_bad_json_is_a_parse_error(rest_url):
         ),
     ],
 )
-def test_status_and_routing_errors(rest_url, method, path, status, error):
+def test_status_and_routing_errors(
+    rest_url: str, method: str, path: str, status: int, error: str
+) -> None:
     response = requests.request(method, rest_url + path, timeout=TIMEOUT)
     assert response.status_code == status
     assert response.json() == {"error": error}
 
 
-def test_paths_outside_v1_are_404_without_body(rest_url):
+def test_paths_outside_v1_are_404_without_body(rest_url: str) -> None:
     response = get(rest_url, "/healthz")
     assert response.status_code == 404
     assert response.content == b""

@@ -66,7 +66,8 @@ def expected_scores(images: np.ndarray, version: int) -> np.ndarray:
     pixels = images.astype(np.float32) / 127.5 - 1.0
     logits = pixels.mean(axis=(1, 2)) @ KERNEL + np.array(BIASES[version], dtype=np.float32)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
+    scores: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return scores
 
 
 def random_images(count: int, seed: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.slow
 AGREEMENT = 0.99
 
 
-def documented_json(response: requests.Response, path: str, method: str = "POST") -> dict:
-    body = response.json()
+def documented_json(response: requests.Response, path: str, method: str = "POST") -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
     assert_documented(path, method, response.status_code, response.headers["Content-Type"], body)
     return body
 

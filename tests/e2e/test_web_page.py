@@ -151,7 +151,8 @@ def api_upload(gateway_url: str, name: str, data: bytes) -> dict[str, Any]:
         gateway_url + "/predict", files={"file": (name, data, "image/jpeg")}, timeout=60
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 @pytest.fixture(scope="session")
@@ -253,14 +254,18 @@ def assert_shows_answer(shown: Shown, answer: dict[str, Any]) -> None:
 
 def image_loaded(page: Any) -> bool:
     """Whether the preview image is displayed with real pixels."""
-    return page.eval_on_selector(
-        "#preview-image", "img => !img.hidden && img.complete && img.naturalWidth > 0"
+    return bool(
+        page.eval_on_selector(
+            "#preview-image", "img => !img.hidden && img.complete && img.naturalWidth > 0"
+        )
     )
 
 
 def no_horizontal_scroll(page: Any) -> bool:
-    return page.evaluate(
-        "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    return bool(
+        page.evaluate(
+            "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
     )
 
 
@@ -361,7 +366,7 @@ def test_empty_url_asks_for_one_without_calling_the_api(page: Any) -> None:
 
 def focus_ring(page: Any) -> dict[str, Any]:
     """The focused element's id and the outline drawn for it (on it or its drop zone)."""
-    return page.evaluate(
+    ring: dict[str, Any] = page.evaluate(
         """() => {
             const el = document.activeElement;
             const ringed = el.id === 'file-input' ? el.closest('#drop-zone') : el;
@@ -369,6 +374,7 @@ def focus_ring(page: Any) -> dict[str, Any]:
             return {id: el.id, outline: style.outlineStyle, width: parseFloat(style.outlineWidth)};
         }"""
     )
+    return ring
 
 
 def test_keyboard_reaches_every_control_with_a_visible_focus_and_enter_submits(

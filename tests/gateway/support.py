@@ -32,7 +32,10 @@ COLOURS = {"red": (220, 20, 30), "green": (20, 200, 40), "blue": (30, 40, 210)}
 
 
 def image_bytes(
-    fmt: str = "JPEG", colour: tuple[int, int, int] = COLOURS["red"], size=(64, 48), mode="RGB"
+    fmt: str = "JPEG",
+    colour: tuple[int, int, int] = COLOURS["red"],
+    size: tuple[int, int] = (64, 48),
+    mode: str = "RGB",
 ) -> bytes:
     """A solid-colour image encoded in the given format."""
     image = Image.new("RGB", size, colour)

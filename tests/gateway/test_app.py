@@ -331,7 +331,7 @@ def test_unknown_routes_and_methods_are_json(
 ) -> None:
     response = client.open(path, method=method)
     assert response.status_code == status
-    assert response.json["error"]["code"] == code
+    assert response.get_json()["error"]["code"] == code
     if status == 405:
         assert "Allow" in response.headers
 
@@ -393,7 +393,7 @@ def test_index_page_is_served_when_installed(client: FlaskClient) -> None:
             assert b"<html" in response.get_data().lower()
         else:
             assert response.status_code == 404
-            assert response.json["error"]["code"] == "not_found"
+            assert response.get_json()["error"]["code"] == "not_found"
 
 
 def test_one_json_log_line_per_request(app: Flask, image_host: ImageHost) -> None:

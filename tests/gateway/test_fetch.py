@@ -171,7 +171,7 @@ class ImageHostHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", "10")
         self.end_headers()
-        for _ in range(80):
+        for _chunk in range(80):
             self.wfile.write(IMAGE * 6)
 
     def route_lying_long(self, *_: str, query: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from tests.helpers import serve_wsgi
 IMAGES = np.stack([np.full((32, 32, 3), COLOURS[c], dtype=np.uint8) for c in LABELS])
 
 
-def settings_for(port: int, **overrides: object) -> Settings:
+def settings_for(port: int, **overrides: Any) -> Settings:
     base = Settings(tf_serving_host=f"127.0.0.1:{port}", model_timeout=1.0, retry_after=9)
     return replace(base, **overrides)
 

@@ -346,7 +346,7 @@ class ConnectGuard:
                     raise ConnectionRefusedError(111, f"test guard: {host} is not loopback")
             real(sock, address)
 
-        socket.socket.connect = guarded  # type: ignore[method-assign]
+        socket.socket.connect = guarded  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -401,4 +401,5 @@ def expect_refusal(
     assert body["error"]["message"]
     assert elapsed < within, f"answered after {elapsed:.1f} s"
     assert good_response.status_code == 200, good_response.text
-    return response
+    answered: requests.Response = response
+    return answered

@@ -4,6 +4,7 @@ wrong types, wrong media types; each beside a good request."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ def raw(data: bytes, path: str = "/predict", headers: dict[str, str] = JSON) -> 
     return lambda base: requests.post(f"{base}{path}", data=data, headers=headers, timeout=60)
 
 
-def as_json(payload: object, path: str = "/predict") -> Send:
+def as_json(payload: Any, path: str = "/predict") -> Send:
     return lambda base: requests.post(f"{base}{path}", json=payload, timeout=60)
 
 

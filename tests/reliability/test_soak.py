@@ -62,7 +62,7 @@ class MemorySampler:
 
     def _rss(self) -> float:
         processes = [self.process, *self.process.children(recursive=True)]
-        return sum(p.memory_info().rss for p in processes) / 2**20
+        return float(sum(p.memory_info().rss for p in processes)) / 2**20
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):

@@ -170,7 +170,9 @@ class InProcess:
     resolver: TableResolver
 
 
-def in_process(model_server: Running, allow_private: bool, table: dict) -> Iterator[InProcess]:
+def in_process(
+    model_server: Running, allow_private: bool, table: dict[str, list[str] | list[list[str]]]
+) -> Iterator[InProcess]:
     """The gateway app in this process with an injected resolver, behind a connect guard."""
     settings = Settings(
         tf_serving_host=model_server.grpc_target, allow_private_urls=allow_private,

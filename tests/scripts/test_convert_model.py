@@ -94,7 +94,8 @@ def serve(loaded: Any, images: np.ndarray) -> dict[str, np.ndarray]:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def keras_probabilities(model: Any, scaled: np.ndarray) -> np.ndarray:
@@ -149,7 +150,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("export_name", ["keras_export", "h5_export"])
-def test_export_has_the_tf_serving_layout(export_name: str, request: pytest.FixtureRequest):
+def test_export_has_the_tf_serving_layout(export_name: str, request: pytest.FixtureRequest) -> None:
     export: ExportResult = request.getfixturevalue(export_name)
     base = export.path.parent
     assert export.path.name == "1"
@@ -171,7 +172,7 @@ def test_export_has_the_tf_serving_layout(export_name: str, request: pytest.Fixt
 )
 def test_signatures_follow_the_contract(
     export_name: str, size: tuple[int, int], request: pytest.FixtureRequest
-):
+) -> None:
     export: ExportResult = request.getfixturevalue(export_name)
     signatures = read_signature_defs(export.path)
     images = ("DT_UINT8", [-1, *size, 3])
@@ -198,7 +199,7 @@ def test_signatures_follow_the_contract(
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_output_has_one_row_per_image(
     export_name: str, batch: int, request: pytest.FixtureRequest
-):
+) -> None:
     # TF Serving with --enable_batching splits every fetched output by rows and fails with
     # FAILED_PRECONDITION on any output whose first dimension is not the batch
     export: ExportResult = request.getfixturevalue(export_name)
@@ -217,7 +218,9 @@ def test_every_output_has_one_row_per_image(
 
 
 @pytest.mark.parametrize("export_name", ["keras_export", "h5_export"])
-def test_describe_returns_the_stored_description(export_name: str, request: pytest.FixtureRequest):
+def test_describe_returns_the_stored_description(
+    export_name: str, request: pytest.FixtureRequest
+) -> None:
     export: ExportResult = request.getfixturevalue(export_name)
     stored = json.loads((export.path / "assets.extra" / "model_description.json").read_text())
     loaded = load_export(export.path)
@@ -229,7 +232,7 @@ def test_describe_returns_the_stored_description(export_name: str, request: pyte
 
 def test_keras_description_records_the_source_and_settings(
     keras_export: ExportResult, keras_model_file: Path
-):
+) -> None:
     import hashlib
 
     import keras
@@ -264,7 +267,7 @@ def test_keras_description_records_the_source_and_settings(
     assert description["keras_version"] == keras.__version__
 
 
-def test_h5_description_records_tf_keras(h5_export: ExportResult, h5_model_file: Path):
+def test_h5_description_records_tf_keras(h5_export: ExportResult, h5_model_file: Path) -> None:
     import tf_keras
 
     description = h5_export.description
@@ -283,7 +286,7 @@ def test_h5_description_records_tf_keras(h5_export: ExportResult, h5_model_file:
 # --- parity ----------------------------------------------------------------------------------
 
 
-def test_keras_export_matches_the_keras_model(keras_export: ExportResult, keras_model: Any):
+def test_keras_export_matches_the_keras_model(keras_export: ExportResult, keras_model: Any) -> None:
     loaded = load_export(keras_export.path)
     for batch in (1, 5):
         images = sample_batch(KERAS_SIZE, batch=batch, seed=100 + batch)
@@ -295,7 +298,7 @@ def test_keras_export_matches_the_keras_model(keras_export: ExportResult, keras_
     assert keras_export.max_abs_diff <= 1e-4
 
 
-def test_h5_export_matches_the_tf_keras_model(h5_export: ExportResult, h5_model: Any):
+def test_h5_export_matches_the_tf_keras_model(h5_export: ExportResult, h5_model: Any) -> None:
     loaded = load_export(h5_export.path)
     images = sample_batch((XCEPTION_SIZE, XCEPTION_SIZE), batch=3, seed=11)
     scores = serve(loaded, images)["scores"]
@@ -306,7 +309,7 @@ def test_h5_export_matches_the_tf_keras_model(h5_export: ExportResult, h5_model:
 
 def test_keras_export_matches_on_real_photos(
     keras_export: ExportResult, keras_model: Any, dataset_dir: Path
-):
+) -> None:
     from gateway.contract import ResizeSpec
     from gateway.preprocessing import to_model_input
 
@@ -334,7 +337,7 @@ def test_keras_export_matches_on_real_photos(
 )
 def test_preprocessing_is_applied_in_the_graph(
     preprocessing: str, scale: Any, keras_model_file: Path, keras_model: Any, tmp_path: Path
-):
+) -> None:
     export = convert(keras_model_file, tmp_path, preprocessing=preprocessing)
     assert export.description["preprocessing"] == preprocessing
     images = sample_batch(KERAS_SIZE, batch=4, seed=3)
@@ -347,7 +350,7 @@ def test_preprocessing_is_applied_in_the_graph(
         assert np.max(np.abs(scores - other)) > 1e-2
 
 
-def test_probability_model_gets_no_second_softmax(models_dir: Path, tmp_path: Path):
+def test_probability_model_gets_no_second_softmax(models_dir: Path, tmp_path: Path) -> None:
     import keras
 
     source = save_keras_classifier(
@@ -363,7 +366,7 @@ def test_probability_model_gets_no_second_softmax(models_dir: Path, tmp_path: Pa
     assert np.max(np.abs(scores - expected)) <= 1e-4
 
 
-def test_outputs_flag_overrides_detection(keras_model_file: Path, tmp_path: Path):
+def test_outputs_flag_overrides_detection(keras_model_file: Path, tmp_path: Path) -> None:
     # forcing "probabilities" on a logits model must not produce a contract-breaking export
     before = snapshot(tmp_path)
     with pytest.raises(ConversionError, match="not probabilities"):
@@ -373,7 +376,7 @@ def test_outputs_flag_overrides_detection(keras_model_file: Path, tmp_path: Path
 
 def test_dynamic_size_model_needs_and_uses_input_size(
     models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     source = save_keras_classifier(models_dir / "dynamic.keras", size=(None, None))
     code, _, err = run_main(capsys, source, tmp_path)
     assert_usage_error(code, err, "--input-size")
@@ -389,7 +392,9 @@ def test_dynamic_size_model_needs_and_uses_input_size(
     assert result["scores"].shape == (2, len(LABELS))
 
 
-def test_labels_from_flag_and_files(keras_model_file: Path, tmp_path: Path, capsys):
+def test_labels_from_flag_and_files(
+    keras_model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     custom = [f"class-{i}" for i in range(10)]
     code, _, err = run_main(capsys, keras_model_file, tmp_path, "--labels", ", ".join(custom))
     assert code == 0, err
@@ -418,7 +423,7 @@ def test_labels_from_flag_and_files(keras_model_file: Path, tmp_path: Path, caps
 )
 def test_warmup_file_holds_predict_requests(
     export_name: str, size: tuple[int, int], request: pytest.FixtureRequest
-):
+) -> None:
     export: ExportResult = request.getfixturevalue(export_name)
     path = export.path / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
@@ -449,7 +454,7 @@ def test_warmup_file_holds_predict_requests(
 # --- serving with TF Serving's batching -------------------------------------------------------
 
 
-def test_export_loads_and_serves_behind_batching(keras_export: ExportResult):
+def test_export_loads_and_serves_behind_batching(keras_export: ExportResult) -> None:
     # the devserver splits outputs like TF Serving's BatchingSession, which fails the load when
     # a warm-up record fetches an output without one row per image
     from devserver.server import ModelServer
@@ -514,7 +519,7 @@ def test_outputs_without_a_batch_dimension_fail_verification(
     out_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-):
+) -> None:
     from clothing_tools import convert_model
 
     monkeypatch.setattr(convert_model, "write_saved_model", unbatched_labels_export)
@@ -534,7 +539,7 @@ class OneLabelRow(tf.Module):
         return {"scores": scores, "labels": tf.constant(LABELS)[None]}
 
 
-def test_run_signature_refuses_an_output_with_rows_not_per_image(tmp_path: Path):
+def test_run_signature_refuses_an_output_with_rows_not_per_image(tmp_path: Path) -> None:
     from clothing_tools.convert_model import run_signature
 
     module = OneLabelRow()
@@ -555,7 +560,7 @@ def test_run_signature_refuses_an_output_with_rows_not_per_image(tmp_path: Path)
 # --- printing --------------------------------------------------------------------------------
 
 
-def test_printed_signatures_match_saved_model_cli(keras_export: ExportResult):
+def test_printed_signatures_match_saved_model_cli(keras_export: ExportResult) -> None:
     from tensorflow.python.tools import saved_model_cli, saved_model_utils
 
     meta_graph = saved_model_utils.get_meta_graph_def(str(keras_export.path), "serve")
@@ -571,7 +576,7 @@ def test_printed_signatures_match_saved_model_cli(keras_export: ExportResult):
 
 def test_main_prints_the_signature_and_the_path(
     keras_model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     code, out, err = run_main(capsys, keras_model_file, tmp_path, "--name", "shop", "--version", 4)
     assert code == 0, err
     assert "signature_def['serving_default']:" in out
@@ -584,7 +589,7 @@ def test_main_prints_the_signature_and_the_path(
 # --- versions, atomicity, --force ------------------------------------------------------------
 
 
-def test_versions_increment_past_the_highest(keras_model_file: Path, out_dir: Path):
+def test_versions_increment_past_the_highest(keras_model_file: Path, out_dir: Path) -> None:
     (out_dir / "clothing-model" / "7").mkdir()
     (out_dir / "clothing-model" / "notes").mkdir()
     first = convert(keras_model_file, out_dir)
@@ -603,7 +608,7 @@ def test_versions_increment_past_the_highest(keras_model_file: Path, out_dir: Pa
 
 def test_existing_version_is_not_overwritten(
     keras_model_file: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     before = snapshot(out_dir)
     code, _, err = run_main(capsys, keras_model_file, out_dir, "--version", "1")
     assert_usage_error(code, err, "version 1 already exists")
@@ -618,7 +623,7 @@ def test_force_replaces_the_version_and_nothing_else(
     out_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-):
+) -> None:
     from clothing_tools import convert_model
 
     if not exchange:  # the portable fallback used where renameat2 is missing
@@ -638,7 +643,7 @@ def test_force_replaces_the_version_and_nothing_else(
 
 def test_failed_verification_leaves_nothing(
     models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     # a layer that adds noise even at inference: the export cannot reproduce the Keras outputs
     source = save_keras_classifier(models_dir / "noisy.keras", noise=True, augmentation=False)
     out = tmp_path / "fresh" / "out"
@@ -649,7 +654,7 @@ def test_failed_verification_leaves_nothing(
 
 def test_failed_verification_keeps_the_version_it_would_replace(
     models_dir: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     source = save_keras_classifier(models_dir / "noisy2.keras", noise=True, augmentation=False)
     before = snapshot(out_dir)
     code, _, err = run_main(capsys, source, out_dir, "--version", "1", "--force")
@@ -736,7 +741,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     out_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-):
+) -> None:
     sources = {"good": keras_model_file, "missing": tmp_path / "nope.keras", "directory": tmp_path}
     source = sources.get(case) or bad_model_files[case]
     before = snapshot(out_dir)
@@ -746,7 +751,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert snapshot(out_dir) == before
 
 
-def test_command_line_error_is_one_line_on_stderr(tmp_path: Path):
+def test_command_line_error_is_one_line_on_stderr(tmp_path: Path) -> None:
     # a separate process: nothing but the one error line reaches the real stderr
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path / "missing.keras"), str(tmp_path / "out")],
@@ -763,7 +768,7 @@ def test_command_line_error_is_one_line_on_stderr(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
-def test_keras_classifier_factory_has_augmentation_layers():
+def test_keras_classifier_factory_has_augmentation_layers() -> None:
     # guards the point of the .keras fixture: the converter must cope with these layers
     model = keras_classifier(size=KERAS_SIZE)
     names = {type(layer).__name__ for layer in model.layers}
