@@ -7,9 +7,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from clothing_infra import labels
+from clothing_infra import pods
 from clothing_infra.cluster import AUTOSCALER_NAMESPACE, AUTOSCALER_SERVICE_ACCOUNT
-from clothing_infra.labels import fields
+from clothing_infra.pods import fields
 
 NAME = "cluster-autoscaler"
 CHECKOV_SKIPS = {
@@ -128,7 +128,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         meta = {
             "namespace": AUTOSCALER_NAMESPACE,
-            "labels": labels.app_labels(NAME, "autoscaler"),
+            "labels": pods.app_labels(NAME, "autoscaler"),
         }
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=fields({**meta, "name": AUTOSCALER_SERVICE_ACCOUNT}), opts=child
@@ -187,7 +187,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        selector = labels.selector_labels(NAME)
+        selector = pods.selector_labels(NAME)
         container = {
             "name": NAME,
             "image": image,
@@ -209,7 +209,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 "requests": {"cpu": "100m", "memory": "300Mi"},
                 "limits": {"cpu": "500m", "memory": "600Mi"},
             },
-            "securityContext": labels.container_security_context(),
+            "securityContext": pods.container_security_context(),
         }
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -223,9 +223,9 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                         "spec": {
                             "serviceAccountName": account.metadata.name,
                             "priorityClassName": "system-cluster-critical",
-                            "securityContext": labels.pod_security_context(),
+                            "securityContext": pods.pod_security_context(),
                             "containers": [container],
-                            **labels.pool_placement(node_pool),
+                            **pods.pool_placement(node_pool),
                         },
                     },
                 }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from clothing_infra import labels
-from clothing_infra.labels import fields
+from clothing_infra import pods
+from clothing_infra.pods import fields
 
 NAME = "nvidia-device-plugin"
 IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.18.2"
@@ -37,7 +37,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
         self, name: str, *, node_pool: str, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("clothing:k8s:NvidiaDevicePlugin", name, None, opts)
-        meta_labels = labels.app_labels(NAME, "device-plugin")
+        meta_labels = pods.app_labels(NAME, "device-plugin")
         k8s.apps.v1.DaemonSet(
             f"{name}-daemonset",
             metadata=fields(
@@ -50,7 +50,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
             ),
             spec=fields(
                 {
-                    "selector": {"matchLabels": labels.selector_labels(NAME)},
+                    "selector": {"matchLabels": pods.selector_labels(NAME)},
                     "updateStrategy": {"type": "RollingUpdate"},
                     "template": {
                         "metadata": {"labels": meta_labels, "annotations": ANNOTATIONS},
@@ -58,7 +58,7 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
                             "priorityClassName": "system-node-critical",
                             "automountServiceAccountToken": False,
                             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                            **labels.pool_placement(node_pool),
+                            **pods.pool_placement(node_pool),
                             "containers": [
                                 {
                                     "name": "nvidia-device-plugin",

@@ -5,19 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
+from docker.utils.build import PatternMatcher
 
-from clothing_infra.settings import REPO_ROOT, Settings
+from clothing_infra.settings import REPO_ROOT
 
 MODEL_CONTEXT = REPO_ROOT / "services" / "model"
 GATEWAY_CONTEXT = REPO_ROOT / "services" / "gateway"
 PLATFORM = "linux/amd64"
-_SKIPPED = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store"}
+# services/model/Dockerfile's stage for the canary version: empty unless this named context
+# replaces it.
+EMPTY_CONTEXT = MODEL_CONTEXT / "no-canary"
 
 LIFECYCLE_POLICY = json.dumps(
     {
@@ -49,24 +55,52 @@ LIFECYCLE_POLICY = json.dumps(
 )
 
 
-def _files(root: Path) -> Iterable[tuple[str, Path]]:
-    if root.is_file():
-        yield root.name, root
-        return
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        skipped = _SKIPPED.intersection(relative.parts) or path.suffix == ".pyc"
-        if path.is_file() and not skipped:
-            yield f"{root.name}/{relative.as_posix()}", path
+def _ignore_patterns(context: Path) -> list[str]:
+    """The context's .dockerignore patterns (docker-build reads the same file)."""
+    ignore = context / ".dockerignore"
+    if not ignore.is_file():
+        return []
+    lines = (line.strip() for line in ignore.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
-def content_tag(inputs: Iterable[Path], build_args: Mapping[str, str]) -> str:
-    """A tag derived from the files that go into an image and its build arguments."""
+def _context_files(root: Path, patterns: list[str]) -> list[str]:
+    """Files of a build context that Docker sends, by .dockerignore's rules, sorted."""
+    matcher = PatternMatcher(patterns)
+    return sorted(
+        relative
+        for relative in matcher.walk(str(root))
+        if (root / relative).is_file() or (root / relative).is_symlink()
+    )
+
+
+def _hash_file(digest: Any, name: str, path: Path) -> None:
+    digest.update(name.encode() + b"\0")
+    digest.update(stat.filemode(path.stat().st_mode).encode() + b"\0")
+    digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def content_tag(
+    context: Path,
+    build_args: Mapping[str, str],
+    named_contexts: Mapping[str, Path] | None = None,
+) -> str:
+    """A tag that changes whenever docker-build's context hash does (and on build arguments).
+
+    pulumi-docker-build rebuilds when its hash changes: the Dockerfile's bytes, then each
+    context file that .dockerignore keeps, with its path and mode, then the named contexts
+    (provider/internal/context.go, hashBuildContext). A rebuild under an unchanged tag is
+    refused by an immutable ECR repository, so this tag covers all of that: the same
+    .dockerignore rules (docker-py's PatternMatcher, Docker's semantics) and the modes, and
+    every file of a named context.
+    """
     digest = hashlib.sha256()
-    for root in inputs:
-        for name, path in _files(root):
-            digest.update(name.encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    digest.update((context / "Dockerfile").read_bytes())
+    for relative in _context_files(context, _ignore_patterns(context)):
+        _hash_file(digest, f"context/{relative}", context / relative)
+    for key, root in sorted((named_contexts or {}).items()):
+        for relative in _context_files(root, []):
+            _hash_file(digest, f"{key}/{relative}", root / relative)
     digest.update(json.dumps(dict(build_args), sort_keys=True).encode())
     return f"sha-{digest.hexdigest()[:20]}"
 
@@ -110,6 +144,19 @@ class Registry(pulumi.ComponentResource):
         self.register_outputs({key: repo.repository_url for key, repo in self.repositories.items()})
 
 
+@dataclass(frozen=True)
+class ImagesArgs:
+    """What the two images are built from."""
+
+    repository_prefix: str
+    tf_serving_tag: str
+    model_name: str
+    model_path: Path
+    # ModelServerConfig text proto written into the model image.
+    model_config: str
+    canary_model_path: Path | None = None
+
+
 class Images(pulumi.ComponentResource):
     """ECR repositories plus the TF Serving (model) and gateway images pushed by digest."""
 
@@ -119,10 +166,10 @@ class Images(pulumi.ComponentResource):
     gateway_image: pulumi.Output[str]
 
     def __init__(
-        self, name: str, settings: Settings, *, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("clothing:build:Images", name, None, opts)
-        prefix = f"{settings.project}-{settings.stack}".lower()
+        prefix = args.repository_prefix
         registry = Registry(
             f"{name}-registry",
             repository_names=[f"{prefix}/model", f"{prefix}/gateway"],
@@ -131,37 +178,30 @@ class Images(pulumi.ComponentResource):
         model_repo = registry.repositories[f"{prefix}/model"]
         gateway_repo = registry.repositories[f"{prefix}/gateway"]
 
-        model_args = {"TF_SERVING_TAG": settings.tf_serving_tag, "MODEL_NAME": settings.model_name}
+        model_args = {
+            "TF_SERVING_TAG": args.tf_serving_tag,
+            "MODEL_NAME": args.model_name,
+            "MODEL_CONFIG": args.model_config,
+        }
+        # The stable versions, and the canary's (or an empty folder).
+        model_contexts = {
+            "model": args.model_path,
+            "canary": args.canary_model_path or EMPTY_CONTEXT,
+        }
         model = self._image(
             f"{name}-model",
             model_repo,
             context=MODEL_CONTEXT,
             build_args=model_args,
-            tag=content_tag(
-                [
-                    MODEL_CONTEXT / "Dockerfile",
-                    MODEL_CONTEXT / "batching_parameters.txt",
-                    MODEL_CONTEXT / "monitoring.config",
-                    settings.model_path,
-                ],
-                model_args,
-            ),
-            named_contexts={"model": settings.model_path},
+            tag=content_tag(MODEL_CONTEXT, model_args, model_contexts),
+            named_contexts=model_contexts,
         )
         gateway = self._image(
             f"{name}-gateway",
             gateway_repo,
             context=GATEWAY_CONTEXT,
             build_args={},
-            tag=content_tag(
-                [
-                    GATEWAY_CONTEXT / "Dockerfile",
-                    GATEWAY_CONTEXT / "requirements.txt",
-                    GATEWAY_CONTEXT / "gunicorn.conf.py",
-                    GATEWAY_CONTEXT / "gateway",
-                ],
-                {},
-            ),
+            tag=content_tag(GATEWAY_CONTEXT, {}),
             named_contexts={},
         )
         self.model_repository_url = model_repo.repository_url

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from clothing_infra.labels import fields
+from clothing_infra.pods import fields
 
 
 class AppNamespace(pulumi.ComponentResource):

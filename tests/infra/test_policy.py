@@ -13,7 +13,7 @@ import pytest
 import yaml
 from policy import rules
 
-from tests.infra.conftest import INFRA, Declared, normalise_numbers
+from tests.infra.conftest import INFRA, Declared
 
 PACK = INFRA / "policy"
 
@@ -21,19 +21,19 @@ PACK = INFRA / "policy"
 def _violations(stack: Declared) -> dict[str, dict[str, list[str]]]:
     found = {}
     for resource in stack.resources:
-        problems = rules.all_violations(resource["type"], normalise_numbers(resource["inputs"]))
+        problems = rules.all_violations(resource["type"], resource["inputs"])
         if problems:
             found[resource["name"]] = problems
     return found
 
 
-@pytest.mark.parametrize("variant", ["default", "gpu", "existing"])
+@pytest.mark.parametrize("variant", ["default", "gpu", "existing", "options"])
 def test_the_program_meets_every_rule(stacks: dict[str, Declared], variant: str) -> None:
     assert _violations(stacks[variant]) == {}
 
 
 def _resource(stack: Declared, resource_type: str, name: str) -> dict[str, Any]:
-    return copy.deepcopy(normalise_numbers(stack.one(resource_type, name)))
+    return copy.deepcopy(stack.one(resource_type, name))
 
 
 def _pod(resource: dict[str, Any]) -> dict[str, Any]:

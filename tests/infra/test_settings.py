@@ -10,10 +10,15 @@ import yaml
 from clothing_infra.settings import (
     CLUSTER_AUTOSCALER_IMAGES,
     DEFAULTS,
+    GPU_FAMILIES,
     ConfigError,
     Settings,
+    accelerator,
+    admins_exclude_deployer,
+    api_keys_file,
     model_directory_problem,
     parse_settings,
+    preview_warnings,
 )
 
 from tests.infra.conftest import PROJECT, REPO_ROOT, dev_stack_config, write_model_layout
@@ -46,7 +51,14 @@ def test_defaults(model_base: Path) -> None:
     assert (settings.gateway_replicas.min, settings.gateway_replicas.max) == (2, 6)
     assert settings.gpu is False
     assert settings.tf_serving_tag == "2.21.0"
-    assert settings.existing_cluster is False
+    assert settings.tls_certificate_arn is None
+    assert settings.monitoring_namespace == "monitoring"
+    assert (settings.canary_model_path, settings.canary_percent, settings.shadow_percent) == (
+        None,
+        0.0,
+        0.0,
+    )
+    assert (settings.gateway_pool.min_size, settings.gateway_pool.desired_size) == (2, 2)
     assert settings.cluster_autoscaler_image.endswith(":v1.35.2")
 
 
@@ -98,6 +110,15 @@ def test_gpu_picks_a_gpu_instance_and_image(model_base: Path) -> None:
         ({"namespace": "kube-apps"}, "namespace", "outside kube-"),
         ({"model_name": "Clothing Model"}, "model_name", "lowercase"),
         ({"gateway_replica_min": "2"}, "gateway_replica_min", "not a setting"),
+        ({"canary_percent": "-1"}, "canary_percent", "from 0 to 100"),
+        ({"shadow_percent": "100.5"}, "shadow_percent", "from 0 to 100"),
+        ({"canary_percent": "ten"}, "canary_percent", "a number"),
+        ({"canary_percent": "5"}, "canary_percent", "canary_model_path' is not set"),
+        ({"shadow_percent": "5"}, "shadow_percent", "canary_model_path' is not set"),
+        ({"canary_model_path": "no/such/dir"}, "canary_model_path", "not a directory"),
+        ({"tls_certificate_arn": "arn:aws:iam::123456789012:x"}, "tls_certificate_arn", "ACM"),
+        ({"monitoring_namespace": "Mon"}, "monitoring_namespace", "namespace name"),
+        ({"pod_monitor": "1"}, "pod_monitor", "true or false"),
     ],
 )
 def test_bad_values_name_their_key(
@@ -129,8 +150,81 @@ def test_model_directory_needs_a_numbered_version_with_a_saved_model(tmp_path: P
     assert model_directory_problem(write_model_layout(tmp_path / "good")) is None
 
 
-def test_existing_cluster_is_chosen_by_the_kubeconfig_key(model_base: Path) -> None:
-    assert _parse(model_base, kubeconfig="apiVersion: v1").existing_cluster is True
+def test_canary_must_be_a_newer_version_than_stable(model_base: Path, tmp_path: Path) -> None:
+    # model_base holds version 1.
+    newer = write_model_layout(tmp_path / "v3", version=3)
+    settings = _parse(model_base, canary_model_path=str(newer), canary_percent="10")
+    assert (settings.stable_version, settings.canary_version) == (1, 3)
+    assert settings.canary_percent == 10.0
+    same = write_model_layout(tmp_path / "v1", version=1)
+    message = _error(model_base, canary_model_path=str(same))
+    assert f"'{PROJECT}:canary_model_path' holds version 1, not above model_path's 1" in message
+
+
+def test_shadow_and_canary_traffic_together_are_refused(model_base: Path, tmp_path: Path) -> None:
+    newer = write_model_layout(tmp_path / "v2", version=2)
+    message = _error(
+        model_base, canary_model_path=str(newer), canary_percent="10", shadow_percent="50"
+    )
+    assert f"'{PROJECT}:shadow_percent' is 50 while '{PROJECT}:canary_percent' is 10" in message
+    assert _parse(model_base, canary_model_path=str(newer), shadow_percent="100").shadow_percent
+
+
+def test_api_keys_become_a_file_of_one_key_per_line() -> None:
+    assert api_keys_file('["k3y-one-0123456789abcdef", "k3y-two-fedcba9876543210"]') == (
+        "k3y-one-0123456789abcdef\nk3y-two-fedcba9876543210\n"
+    )
+    for bad in ("[]", '["short"]', '["has a space 0123456789"]', "k3y-one-0123456789abcdef"):
+        with pytest.raises(ConfigError) as caught:
+            api_keys_file(bad)
+        assert f"'{PROJECT}:api_keys'" in str(caught.value)
+        assert "0123456789" not in str(caught.value)  # a secret value is never echoed
+
+
+def test_an_open_api_endpoint_is_a_preview_warning(model_base: Path) -> None:
+    (warning,) = preview_warnings(_parse(model_base), existing_cluster=False)
+    assert f"'{PROJECT}:api_public_access_cidrs'" in warning
+    restricted = _parse(model_base, api_public_access_cidrs='["203.0.113.7/32"]')
+    assert preview_warnings(restricted, existing_cluster=False) == []
+    # In an existing cluster the key is unused.
+    assert preview_warnings(_parse(model_base), existing_cluster=True) == []
+
+
+def test_every_gpu_family_has_an_accelerator_label() -> None:
+    for family in GPU_FAMILIES:
+        assert accelerator(f"{family}.xlarge").startswith("nvidia-")
+    assert accelerator("g4dn.xlarge") == "nvidia-tesla-t4"
+
+
+@pytest.mark.parametrize(
+    ("admin", "caller"),
+    [
+        (
+            "arn:aws:iam::123456789012:role/deployer",
+            "arn:aws:sts::123456789012:assumed-role/deployer/ci-42",
+        ),
+        (
+            "arn:aws:iam::123456789012:role/team/deployer",
+            "arn:aws:sts::123456789012:assumed-role/deployer/ci-42",
+        ),
+        ("arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/alice"),
+    ],
+)
+def test_the_deployer_cannot_be_an_extra_admin(admin: str, caller: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        admins_exclude_deployer([admin], caller)
+    assert f"'{PROJECT}:admin_role_arns' holds {admin!r}" in str(caught.value)
+
+
+def test_other_admins_are_accepted() -> None:
+    admins_exclude_deployer(
+        [
+            "arn:aws:iam::123456789012:role/platform-admins",
+            "arn:aws:iam::210987654321:role/deployer",
+            "arn:aws:iam::123456789012:user/deployer",
+        ],
+        "arn:aws:sts::123456789012:assumed-role/deployer/ci-42",
+    )
 
 
 # --- project files -------------------------------------------------------------------------

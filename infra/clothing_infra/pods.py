@@ -1,4 +1,4 @@
-"""Names, labels and pod settings shared by the Kubernetes components."""
+"""Pod building blocks shared by the workloads: labels, security contexts, placement, pod spec."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def pod_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "runAsUser": RUN_AS_USER,
         "runAsGroup": RUN_AS_GROUP,
+        # Mounted Secrets are group-owned by this GID, so files can be 0440.
+        "fsGroup": RUN_AS_GROUP,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -76,7 +78,12 @@ def pool_placement(pool: str | None) -> dict[str, Any]:
 
 
 def spread_over_zones_and_nodes(name: str) -> list[dict[str, Any]]:
-    """Prefer replicas in different zones and on different nodes, without blocking scheduling."""
+    """Replicas in different zones and on different nodes where the nodes exist.
+
+    Zones: ScheduleAnyway, so a zone without capacity never blocks a rollout. Nodes:
+    ScheduleAnyway too, since a required spread would leave a surge pod Pending on a pool
+    at its maximum size; node redundancy comes from the pools' two-node minimum instead.
+    """
     return [
         {
             "maxSkew": 1,
