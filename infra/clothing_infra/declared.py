@@ -19,7 +19,7 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +99,19 @@ def dev_config(**overrides: str) -> dict[str, str]:
     return config
 
 
-def start(config: Mapping[str, str], *, preview: bool = False) -> subprocess.Popen[str]:
-    """Start a run of the program under mocks in a fresh interpreter; see finish()."""
+def start(
+    config: Mapping[str, str], *, preview: bool = False, plain_keys: Sequence[str] = ()
+) -> subprocess.Popen[str]:
+    """Start a run of the program under mocks in a fresh interpreter; see finish().
+
+    Keys that must be secret are passed as secrets, as `pulumi config set --secret` would
+    store them, except those in plain_keys.
+    """
+    secret_keys = [
+        key
+        for key in config
+        if key.removeprefix(f"{PROJECT}:") in SECRET_KEYS and key not in plain_keys
+    ]
     command = [sys.executable, "-m", "clothing_infra.declared"]
     if preview:
         command.append("--preview")
@@ -113,7 +124,7 @@ def start(config: Mapping[str, str], *, preview: bool = False) -> subprocess.Pop
         text=True,
     )
     assert process.stdin is not None
-    process.stdin.write(json.dumps(dict(config)))
+    process.stdin.write(json.dumps({"config": dict(config), "secret_keys": secret_keys}))
     process.stdin.close()
     process.stdin = None  # sent in full; communicate() then only reads
     return process
@@ -309,7 +320,7 @@ class _Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _run(config: Mapping[str, str], preview: bool) -> dict[str, Any]:
+def _run(config: Mapping[str, str], secret_keys: list[str], preview: bool) -> dict[str, Any]:
     """Run infra/__main__.py once under mocks; what it declared as JSON-ready data."""
     mocks = StackMocks()
     monitor = RecordingMonitor(mocks)
@@ -320,7 +331,6 @@ def _run(config: Mapping[str, str], preview: bool) -> dict[str, Any]:
     pulumi.runtime.set_mocks(
         mocks, project=PROJECT, stack="dev", preview=preview, logger=logger, monitor=monitor
     )
-    secret_keys = [key for key in config if key.removeprefix(f"{PROJECT}:") in SECRET_KEYS]
     pulumi.runtime.set_all_config(dict(config), secret_keys)
     exports: dict[str, Any] = {}
 
@@ -343,10 +353,12 @@ def _run(config: Mapping[str, str], preview: bool) -> dict[str, Any]:
 
 
 def main() -> int:
-    """`python -m clothing_infra.declared [--preview]`: config JSON on stdin, record on stdout."""
-    config: dict[str, str] = json.loads(sys.stdin.read())
+    """`python -m clothing_infra.declared [--preview]`: config on stdin, record on stdout."""
+    request = json.loads(sys.stdin.read())
     try:
-        record = _run(config, preview="--preview" in sys.argv[1:])
+        record = _run(
+            request["config"], request["secret_keys"], preview="--preview" in sys.argv[1:]
+        )
     except Exception as error:  # the program's own message, e.g. a config key's check
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 2
