@@ -19,6 +19,7 @@ DESCRIPTIONS = {
     "no-unused-service-account-tokens": "Application pods mount no service account token.",
     "containers-set-resources": "Every container requests and limits CPU and memory.",
     "only-gateway-is-public": "No Service but the gateway is reachable from outside the cluster.",
+    "no-public-metrics": "No Service reachable from outside forwards to a metrics port.",
     "nodes-imdsv2-hop-limit-1": "Nodes require IMDSv2 with a hop limit of 1.",
     "ecr-immutable-and-scanned": "ECR repositories have immutable tags and scan on push.",
 }

@@ -13,6 +13,8 @@ from typing import Any
 EXEMPTION_ANNOTATION = "clothing-serving/pod-security-exemption"
 SYSTEM_NAMESPACE = "kube-system"
 PUBLIC_SERVICES = frozenset({"gateway"})
+# The gateway's /metrics port and TF Serving's REST port (which also serves its metrics).
+METRICS_PORTS = frozenset({9697, 8501})
 _WORKLOADS = {
     "kubernetes:apps/v1:Deployment": ("spec", "template"),
     "kubernetes:apps/v1:DaemonSet": ("spec", "template"),
@@ -161,6 +163,23 @@ def public_service_violations(
     return []
 
 
+def public_metrics_violations(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """No Service reachable from outside the cluster may forward to a metrics port."""
+    if resource_type != "kubernetes:core/v1:Service" or not public_service_violations(
+        resource_type, props, allowed=frozenset()
+    ):
+        return []
+    name = str(_map(props.get("metadata")).get("name", "?"))
+    return [
+        f"Service {name} exposes metrics port {_map(port).get('targetPort')!r}; metrics are "
+        "for in-cluster scraping only"
+        for port in _seq(_map(props.get("spec")).get("ports"))
+        if "metrics" in str(_map(port).get("targetPort", "")) + str(_map(port).get("name", ""))
+        or _map(port).get("targetPort") in METRICS_PORTS
+        or _map(port).get("port") in METRICS_PORTS
+    ]
+
+
 def imds_violations(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """Nodes must require IMDSv2 with a hop limit of 1, set through a launch template."""
     if resource_type == "aws:ec2/launchTemplate:LaunchTemplate":
@@ -200,6 +219,7 @@ RULES = {
     "no-unused-service-account-tokens": service_account_token_violations,
     "containers-set-resources": resource_violations,
     "only-gateway-is-public": public_service_violations,
+    "no-public-metrics": public_metrics_violations,
     "nodes-imdsv2-hop-limit-1": imds_violations,
     "ecr-immutable-and-scanned": repository_violations,
 }

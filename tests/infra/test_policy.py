@@ -61,7 +61,16 @@ def _no_limits(resource: dict[str, Any]) -> None:
 
 
 def _exposed(resource: dict[str, Any]) -> None:
+    # Its gRPC port only: the REST port would also be caught as a metrics port.
     resource["inputs"]["spec"]["type"] = "LoadBalancer"
+    spec = resource["inputs"]["spec"]
+    spec["ports"] = [port for port in spec["ports"] if port["name"] == "grpc"]
+
+
+def _metrics_exposed(resource: dict[str, Any]) -> None:
+    resource["inputs"]["spec"]["ports"].append(
+        {"name": "metrics", "port": 9697, "targetPort": "metrics", "protocol": "TCP"}
+    )
 
 
 def _hop_limit_2(resource: dict[str, Any]) -> None:
@@ -120,6 +129,8 @@ BREAKAGES = [
              "containers-set-resources", "limits lack cpu, memory"),
     Breakage("default", "kubernetes:core/v1:Service", "model-serving-headless", _exposed,
              "only-gateway-is-public", "tf-serving-headless"),
+    Breakage("default", "kubernetes:core/v1:Service", "gateway-lb", _metrics_exposed,
+             "no-public-metrics", "metrics port 'metrics'"),
     Breakage("default", TEMPLATE, "cluster-model", _hop_limit_2, IMDS, "httpPutResponseHopLimit"),
     Breakage("default", TEMPLATE, "cluster-gateway", _imds_v1, IMDS, "httpTokens"),
     Breakage("default", "eks:index:ManagedNodeGroup", "cluster-gateway", _pulumi_eks_imds,
