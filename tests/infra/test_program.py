@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from clothing_infra.gateway import SIZING
 from clothing_infra.model_serving import model_server_config
+from gateway.settings import Settings, env_name
 
 from tests.infra.conftest import (
     EXISTING_KUBECONFIG,
@@ -715,3 +717,26 @@ def test_bad_config_fails_the_preview_naming_the_key(
 ) -> None:
     key = BAD_CONFIGS[case][1]
     assert f"config key '{PROJECT}:{key}'" in failed_previews[case]
+
+
+# Agreed between the helpers (COMMON.md, "Interfaces") and being added to the gateway's
+# settings by others: drop a name here once gateway.settings declares it.
+PENDING_GATEWAY_VARIABLES = {
+    "GATEWAY_METRICS_BIND",
+    "GATEWAY_API_KEYS_FILE",
+    "GATEWAY_MEMORY_LIMIT_BYTES",
+    "GATEWAY_CANARY_PERCENT",
+    "GATEWAY_SHADOW_PERCENT",
+}
+
+
+@pytest.mark.parametrize("variant", ["default", "options"])
+def test_every_gateway_variable_the_program_sets_is_a_gateway_setting(
+    stacks: dict[str, Declared], variant: str
+) -> None:
+    declared = {env_name(field.name) for field in dataclasses.fields(Settings)}
+    # prometheus_client's own variable for its multiprocess directory.
+    known = declared | PENDING_GATEWAY_VARIABLES | {"PROMETHEUS_MULTIPROC_DIR"}
+    (container,) = containers(stacks[variant].k8s("Deployment", "gateway"))
+    names = {variable["name"] for variable in container["env"]}
+    assert names <= known, names - known
