@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clothing_infra.declared import kubernetes_objects
 from clothing_infra.gateway import SIZING
 from clothing_infra.model_serving import model_server_config
 from gateway.settings import Settings, env_name
@@ -740,3 +741,15 @@ def test_every_gateway_variable_the_program_sets_is_a_gateway_setting(
     (container,) = containers(stacks[variant].k8s("Deployment", "gateway"))
     names = {variable["name"] for variable in container["env"]}
     assert names <= known, names - known
+
+
+def test_the_scaling_harness_reads_the_dev_stack_from_the_program_itself() -> None:
+    # benchmarks/scaling reads the HPAs, TF Serving's flags and the rollout strategy this way.
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kubernetes_objects()}
+    hpa = objects[("HorizontalPodAutoscaler", "tf-serving")]["spec"]
+    assert hpa["minReplicas"] == int(dev_stack_config()[f"{PROJECT}:model_replicas_min"])
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    (tf_serving,) = containers(objects[("Deployment", "tf-serving")])
+    assert any(arg.startswith("--grpc_channel_arguments=") for arg in tf_serving["args"])
+    strategy = objects[("Deployment", "gateway")]["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
