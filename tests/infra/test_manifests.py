@@ -10,10 +10,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from clothing_infra.declared import Declared
 from clothing_infra.settings import CLUSTER_AUTOSCALER_IMAGES
 from kubernetes_validate.utils import all_versions, major_minor
 
-from tests.infra.conftest import PROJECT, REPO_ROOT, Declared, dev_stack_config
+from tests.infra.conftest import PROJECT, REPO_ROOT, dev_stack_config
 from tests.infra.offline import run_offline
 
 DOCKERFILES = [

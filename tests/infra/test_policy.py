@@ -11,9 +11,10 @@ from typing import Any, NamedTuple
 
 import pytest
 import yaml
+from clothing_infra.declared import Declared
 from policy import rules
 
-from tests.infra.conftest import INFRA, Declared
+from tests.infra.conftest import INFRA
 
 PACK = INFRA / "policy"
 
@@ -37,7 +38,8 @@ def _resource(stack: Declared, resource_type: str, name: str) -> dict[str, Any]:
 
 
 def _pod(resource: dict[str, Any]) -> dict[str, Any]:
-    return resource["inputs"]["spec"]["template"]["spec"]
+    pod: dict[str, Any] = resource["inputs"]["spec"]["template"]["spec"]
+    return pod
 
 
 def _writable_root(resource: dict[str, Any]) -> None:
@@ -205,7 +207,8 @@ def _run_pack(resources: list[dict[str, Any]], tmp_path: Path, tools_bin: Path) 
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    outcome: dict[str, Any] = json.loads(result.stdout)
+    return outcome
 
 
 def test_pulumi_policy_runs_the_rules_on_the_declared_resources(

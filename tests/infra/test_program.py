@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clothing_infra.declared import kubernetes_objects
+from clothing_infra.declared import Declared, kubernetes_objects
 from clothing_infra.gateway import SIZING
 from clothing_infra.model_serving import model_server_config
 from gateway.settings import Settings, env_name
@@ -17,7 +17,6 @@ from tests.infra.conftest import (
     INFRA,
     PROJECT,
     REPO_ROOT,
-    Declared,
     containers,
     dev_stack_config,
     failure,
