@@ -16,10 +16,12 @@ from typing import Any
 # No path set-up: gunicorn puts its working directory (`--chdir`, default the current one:
 # /app in the image, services/gateway locally) on sys.path before it reads this file
 # (gunicorn/app/base.py, Application.load_config -> chdir); the main .venv installs `gateway`.
+from gateway.apikeys import load_api_keys
 from gateway.settings import Settings, SettingsError
 
 try:
     settings = Settings.from_env()
+    load_api_keys(settings)  # a missing or empty keys file stops the master, not each worker
 except SettingsError as exc:
     # one clear line and exit code 1 instead of gunicorn's "Failed to read config file" traceback
     raise SystemExit(f"gateway: {exc}") from None

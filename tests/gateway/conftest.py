@@ -125,7 +125,8 @@ def strict_server(strict_app: Flask) -> Iterator[str]:
     yield from serve_wsgi(strict_app)
 
 
-def _metrics(metrics: Metrics) -> Iterator[str]:
+def _serve_metrics(metrics: Metrics) -> Iterator[str]:
+    """Serve `metrics` on a listener of their own, as the gunicorn master does."""
     server = serve_metrics("127.0.0.1:0", metrics.registry)
     try:
         yield f"http://127.0.0.1:{server.server_port}/metrics"
@@ -137,10 +138,10 @@ def _metrics(metrics: Metrics) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def metrics_url(app_metrics: Metrics) -> Iterator[str]:
     """The app's metrics on a listener of their own (as the gunicorn master serves them)."""
-    yield from _metrics(app_metrics)
+    yield from _serve_metrics(app_metrics)
 
 
 @pytest.fixture(scope="session")
 def strict_metrics_url(strict_app_metrics: Metrics) -> Iterator[str]:
     """The strict app's metrics on a listener of their own."""
-    yield from _metrics(strict_app_metrics)
+    yield from _serve_metrics(strict_app_metrics)

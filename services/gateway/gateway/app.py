@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from gateway import errors
+from gateway.apikeys import load_api_keys
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -59,6 +62,7 @@ def create_app(
     """Build the gateway app; the predictor and fetcher default to TF Serving and the web."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    api_keys = load_api_keys(settings)
     if predictor is None:
         from gateway.tfserving import TFServingPredictor
 
@@ -121,8 +125,7 @@ def create_app(
         reject(exc)
         response = jsonify(exc.to_dict())
         response.status_code = exc.status
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(exc.headers())
         return response
 
     @app.errorhandler(HTTPException)
@@ -146,7 +149,20 @@ def create_app(
         log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return gateway_error(errors.GatewayError("internal error; see the gateway's logs"))
 
+    def keyed(view: Callable[[], Response]) -> Callable[[], Response]:
+        """The view behind the API key check (before the body is read), when keys are on."""
+        if api_keys is None:
+            return view
+
+        @functools.wraps(view)
+        def checked() -> Response:
+            api_keys.check(request.headers)
+            return view()
+
+        return checked
+
     @app.post("/predict")
+    @keyed
     def predict() -> Response:
         if request.mimetype == "multipart/form-data":
             upload = request.files.get("file")
@@ -167,6 +183,7 @@ def create_app(
         return jsonify(classifier.classify_url(url, g.request_id, g.stopwatch))
 
     @app.post("/predict/batch")
+    @keyed
     def predict_batch() -> Response:
         body = json_body()
         urls = body.get("urls")

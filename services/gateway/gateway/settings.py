@@ -191,6 +191,13 @@ class Settings:
         "concurrent downloads per worker process for batches",
         between(1, 256),
     )
+    # access
+    api_keys_file: str = setting(
+        "",
+        "GATEWAY_API_KEYS_FILE",
+        "file of API keys, one per line (blank lines and `#` comments ignored); when set, "
+        "`/predict` and `/predict/batch` need `Authorization: Bearer <key>`; empty: no keys",
+    )
     # process
     bind: str = setting(
         "0.0.0.0:9696",
