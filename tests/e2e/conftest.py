@@ -32,6 +32,31 @@ def gateway(model_server: Running, logs: Path) -> Iterator[Running]:
         yield running
 
 
+# API keys of the keyed gateway (WRONG_KEY is not one of them)
+KEY = "e2e-key-Zm9yIHRoZSB3ZWIgdGVhbQ"
+SECOND_KEY = "e2e-batch-key-b2YgdGhlIGJhdGNoIGpvYnM"
+WRONG_KEY = "e2e-wrong-key-bm90IGEga2V5IGF0IGFsbA"
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api-keys") / "keys"
+    path.write_text(f"# e2e keys\n{KEY}\n\n{SECOND_KEY}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def keyed_gateway(model_server: Running, logs: Path, keys_file: Path) -> Iterator[Running]:
+    """gunicorn (two workers) requiring an API key, with metrics on a port of their own."""
+    env = {"GATEWAY_ALLOW_PRIVATE_URLS": "true", "GATEWAY_WORKERS": "2", "GATEWAY_THREADS": "4",
+           "GATEWAY_API_KEYS_FILE": str(keys_file)}  # fmt: skip
+    with start_gateway(
+        tf_serving_host=model_server.grpc_target, port=free_port(), env=env,
+        log=logs / "keyed-gateway.log",
+    ) as running:  # fmt: skip
+        yield running
+
+
 @pytest.fixture(scope="session")
 def photo_server(dataset_dir: Path) -> Iterator[str]:
     """The dataset served over HTTP on 127.0.0.1; yields its base URL."""

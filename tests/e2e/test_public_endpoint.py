@@ -4,38 +4,15 @@ the real model server, real photos; metrics only on their own port; bad set-ups 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from local_stack import Running, StackError, start_gateway
 
-from tests.e2e.conftest import free_port, photo_url
+from tests.e2e.conftest import KEY, SECOND_KEY, WRONG_KEY, free_port, photo_url
 
 pytestmark = pytest.mark.slow
-KEY = "e2e-key-Zm9yIHRoZSB3ZWIgdGVhbQ"
-SECOND_KEY = "e2e-batch-key-b2YgdGhlIGJhdGNoIGpvYnM"
-WRONG_KEY = "e2e-wrong-key-bm90IGEga2V5IGF0IGFsbA"
-
-
-@pytest.fixture(scope="module")
-def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("api-keys") / "keys"
-    path.write_text(f"# e2e keys\n{KEY}\n\n{SECOND_KEY}\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def keyed_gateway(model_server: Running, logs: Path, keys_file: Path) -> Iterator[Running]:
-    """gunicorn (two workers) requiring an API key, with metrics on a port of their own."""
-    env = {"GATEWAY_ALLOW_PRIVATE_URLS": "true", "GATEWAY_WORKERS": "2", "GATEWAY_THREADS": "4",
-           "GATEWAY_API_KEYS_FILE": str(keys_file)}  # fmt: skip
-    with start_gateway(
-        tf_serving_host=model_server.grpc_target, port=free_port(), env=env,
-        log=logs / "keyed-gateway.log",
-    ) as running:  # fmt: skip
-        yield running
 
 
 def upload(gateway: Running, photo: Path, **headers: str) -> requests.Response:

@@ -210,11 +210,12 @@ def test_key_is_checked_before_the_body_is_looked_at(keyed: str, image_host: Ima
     assert image_host.hits.get("/blue.webp", 0) == hits
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/", "/static/app.js"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/api/config", "/openapi.json", "/", "/static/app.js"]
+)
 def test_health_page_and_documents_stay_open(keyed: str, path: str) -> None:
     response = requests.get(f"{keyed}{path}", timeout=10)
-    assert response.status_code in (200, 404) if path in ("/", "/static/app.js") else 200
-    assert response.status_code not in (401, 403)
+    assert response.status_code == 200
 
 
 def test_keys_never_reach_logs_errors_or_metrics(keyed_app: Flask, keyed_metrics: str) -> None:
@@ -241,3 +242,12 @@ def test_keys_never_reach_logs_errors_or_metrics(keyed_app: Flask, keyed_metrics
     for text in (logged, metrics, *(a.get_data(as_text=True) for a in answers)):
         for key in (KEY, OTHER_KEY, WRONG_KEY):
             assert key not in text
+
+
+def test_api_config_tells_the_page_whether_a_key_is_needed(keyed: str, server: str) -> None:
+    for base, required in ((keyed, True), (server, False)):
+        response = requests.get(f"{base}/api/config", timeout=10)
+        assert response.status_code == 200
+        body = response.json()
+        assert_documented("/api/config", "GET", 200, response.headers["Content-Type"], body)
+        assert body == {"api_key_required": required}

@@ -59,6 +59,7 @@ RUNS = [
     ("POST", "/predict/batch", NEGATIVE),
     ("GET", "/healthz", POSITIVE),
     ("GET", "/readyz", POSITIVE),
+    ("GET", "/api/config", POSITIVE),
     ("GET", "/openapi.json", POSITIVE),
     # schemathesis' WSGI transport reads a streamed response without closing it, so the
     # page's file handle is left to the garbage collector (the harness's leak, not the app's)

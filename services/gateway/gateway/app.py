@@ -208,6 +208,11 @@ def create_app(
         info = classifier.predictor.model_info(g.request_id, allow_stale=True)
         return jsonify({"status": "ready", "model": model_json(info)})
 
+    @app.get("/api/config")
+    def client_config() -> Response:
+        # what the web page needs to know before its first request; nothing secret
+        return jsonify({"api_key_required": api_keys is not None})
+
     @app.get("/openapi.json")
     def openapi_document() -> Response:
         return jsonify(openapi)
