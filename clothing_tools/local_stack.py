@@ -56,13 +56,6 @@ class Running:
     metrics_url: str = ""  # the gateway's Prometheus endpoint (its own port)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now (for tests and benchmarks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

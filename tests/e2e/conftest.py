@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from clothing_tools.local_stack import Running, free_port, start_gateway
+from tests.e2e.support import KEY, SECOND_KEY
 from tests.helpers import GATEWAY_PYTHON
 
 PHOTOS_PER_CLASS = 8
@@ -30,12 +31,6 @@ def gateway(model_server: Running, logs: Path) -> Iterator[Running]:
         log=logs / "gateway.log",
     ) as running:  # fmt: skip
         yield running
-
-
-# API keys of the keyed gateway (WRONG_KEY is not one of them)
-KEY = "e2e-key-Zm9yIHRoZSB3ZWIgdGVhbQ"
-SECOND_KEY = "e2e-batch-key-b2YgdGhlIGJhdGNoIGpvYnM"
-WRONG_KEY = "e2e-wrong-key-bm90IGEga2V5IGF0IGFsbA"
 
 
 @pytest.fixture(scope="session")

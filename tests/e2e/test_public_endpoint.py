@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from local_stack import Running, StackError, start_gateway
 
-from tests.e2e.conftest import KEY, SECOND_KEY, WRONG_KEY, free_port, photo_url
+from clothing_tools.local_stack import Running, StackError, free_port, start_gateway
+from tests.e2e.support import KEY, SECOND_KEY, WRONG_KEY, photo_url
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -79,8 +80,8 @@ def upload(base: str, **headers: str) -> requests.Response:
                          timeout=30)  # fmt: skip
 
 
-def documented(response: requests.Response, path: str = "/predict") -> dict:
-    body = response.json()
+def documented(response: requests.Response, path: str = "/predict") -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
     assert_documented(path, "POST", response.status_code, response.headers["Content-Type"], body)
     return body
 
