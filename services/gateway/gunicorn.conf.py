@@ -89,6 +89,10 @@ def when_ready(server: Any) -> None:
     """
     from gateway.metrics import scrape_registry, serve_metrics
 
+    # A thread in the master, which later forks workers: safe here because the scrape thread
+    # only reads the metric files (no lock a worker needs) and gunicorn (>= 25) runs its own
+    # control-socket thread in the master the same way (gunicorn/ctl/server.py). The chosen way
+    # is prometheus_client's documented start_http_server with a MultiProcessCollector registry.
     try:
         metrics_server = serve_metrics(settings.metrics_bind, scrape_registry())
     except OSError as exc:
