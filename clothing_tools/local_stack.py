@@ -3,7 +3,8 @@
     python scripts/local_stack.py [--model-base-path services/model/clothing-model]
                                   [--model-name clothing-model] [--workers 2]
 
-Ports come from GATEWAY_PORT (9696), MODEL_GRPC_PORT (8500) and MODEL_REST_PORT (8501).
+Ports come from GATEWAY_PORT (9696), GATEWAY_METRICS_PORT (9697, the gateway's Prometheus
+metrics), MODEL_GRPC_PORT (8500) and MODEL_REST_PORT (8501).
 The model server is `tensorflow_model_server` when it is on PATH, else the development server
 (`services/devserver`, run by this Python); the gateway runs under gunicorn from
 `.venv-gateway`. Ctrl-C or SIGTERM stops both cleanly (gateway first).
@@ -52,6 +53,7 @@ class Running:
     process: subprocess.Popen[bytes]
     url: str
     grpc_target: str = ""
+    metrics_url: str = ""  # the gateway's Prometheus endpoint (its own port)
 
 
 def free_port() -> int:
@@ -173,16 +175,26 @@ def start_gateway(
     *,
     tf_serving_host: str = "127.0.0.1:8500",
     port: int = 9696,
+    metrics_port: int | None = None,
     python: Path = GATEWAY_PYTHON,
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
     timeout: float = 60.0,
 ) -> Iterator[Running]:
-    """Run the gateway under gunicorn on 127.0.0.1 until /readyz answers 200; stop on exit."""
+    """Run the gateway under gunicorn on 127.0.0.1 until /readyz answers 200; stop on exit.
+
+    Its metrics listener gets `metrics_port`, or a free port when None (so several gateways can
+    run side by side).
+    """
     if not Path(python).exists():
         raise StackError(f"{python} not found; run `make gateway-env` first")
+    metrics_port = free_port() if metrics_port is None else metrics_port
     environment = dict(os.environ)
-    environment.update({"TF_SERVING_HOST": tf_serving_host, "GATEWAY_BIND": f"127.0.0.1:{port}"})
+    environment.update({
+        "TF_SERVING_HOST": tf_serving_host,
+        "GATEWAY_BIND": f"127.0.0.1:{port}",
+        "GATEWAY_METRICS_BIND": f"127.0.0.1:{metrics_port}",
+    })  # fmt: skip
     environment.update(env or {})
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes a fresh one
     environment.pop("PYTHONPATH", None)
@@ -199,7 +211,7 @@ def start_gateway(
             return http_get(f"{url}/readyz")[0] == 200
 
         wait_until_ready(process, ready, "the gateway", timeout, log)
-        yield Running(process, url)
+        yield Running(process, url, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         stop(process)
         if out:
@@ -230,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop_once)
     try:
         gateway_port = _port("GATEWAY_PORT", 9696, os.environ)
+        metrics_port = _port("GATEWAY_METRICS_PORT", 9697, os.environ)
         grpc_port = _port("MODEL_GRPC_PORT", 8500, os.environ)
         rest_port = _port("MODEL_REST_PORT", 8501, os.environ)
         gateway_env = {
@@ -245,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         ) as model:  # fmt: skip
             print(f"{PROG}: starting the gateway on 127.0.0.1:{gateway_port} ...", flush=True)
             with start_gateway(
-                tf_serving_host=model.grpc_target, port=gateway_port, env=gateway_env
-            ) as gateway:
-                _announce(gateway.url, model.url, args.model_name)
+                tf_serving_host=model.grpc_target, port=gateway_port, metrics_port=metrics_port,
+                env=gateway_env,
+            ) as gateway:  # fmt: skip
+                _announce(gateway, model.url, args.model_name)
                 while model.process.poll() is None and gateway.process.poll() is None:
                     time.sleep(0.5)
                 print(f"{PROG}: a process exited; stopping", file=sys.stderr)
@@ -260,14 +274,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _announce(gateway: str, model_rest: str, model_name: str) -> None:
+def _announce(running: Running, model_rest: str, model_name: str) -> None:
+    gateway = running.url
     print(
         f"""
 {PROG}: ready.
   gateway       {gateway}/          (web page, if installed)
   API document  {gateway}/openapi.json
   health        {gateway}/healthz   {gateway}/readyz
-  metrics       {gateway}/metrics
+  metrics       {running.metrics_url}   (its own port, never the gateway's)
   model server  {model_rest}/v1/models/{model_name}
 
 Try it (private URLs are allowed locally):

@@ -16,9 +16,15 @@ from typing import Any
 # No path set-up: gunicorn puts its working directory (`--chdir`, default the current one:
 # /app in the image, services/gateway locally) on sys.path before it reads this file
 # (gunicorn/app/base.py, Application.load_config -> chdir); the main .venv installs `gateway`.
-from gateway.settings import Settings
+from gateway.apikeys import load_api_keys
+from gateway.settings import Settings, SettingsError
 
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+    load_api_keys(settings)  # a missing or empty keys file stops the master, not each worker
+except SettingsError as exc:
+    # one clear line and exit code 1 instead of gunicorn's "Failed to read config file" traceback
+    raise SystemExit(f"gateway: {exc}") from None
 
 # prometheus_client decides on multiprocess mode when it is first imported, so the directory
 # must be in the environment before any worker imports the app.
@@ -69,6 +75,39 @@ def on_starting(server: Any) -> None:
             else:
                 entry.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
+
+
+# The master's metrics listener; workers inherit its socket at fork and close their copy.
+_metrics_server: list[Any] = []
+
+
+def when_ready(server: Any) -> None:
+    """Serve /metrics (every worker's files summed) on GATEWAY_METRICS_BIND from the master.
+
+    The master outlives every worker, so a scrape always sees all of them; the public port
+    (GATEWAY_BIND) has no /metrics route at all. A listener that cannot bind stops the start.
+    """
+    from gateway.metrics import scrape_registry, serve_metrics
+
+    # A thread in the master, which later forks workers: safe here because the scrape thread
+    # only reads the metric files (no lock a worker needs) and gunicorn (>= 25) runs its own
+    # control-socket thread in the master the same way (gunicorn/ctl/server.py). The chosen way
+    # is prometheus_client's documented start_http_server with a MultiProcessCollector registry.
+    try:
+        metrics_server = serve_metrics(settings.metrics_bind, scrape_registry())
+    except OSError as exc:
+        raise SystemExit(
+            f"gateway: GATEWAY_METRICS_BIND={settings.metrics_bind}: cannot listen: {exc}"
+        ) from None
+    _metrics_server.append(metrics_server)
+    host, port = metrics_server.server_address[:2]
+    server.log.info("Metrics at: http://%s:%s/metrics", host, port)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Close the worker's inherited copy of the master's metrics socket (it never serves it)."""
+    for metrics_server in _metrics_server:
+        metrics_server.socket.close()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from clothing_tools.local_stack import Running, free_port, start_gateway
+from tests.e2e.support import KEY, SECOND_KEY
 from tests.helpers import GATEWAY_PYTHON
 
 PHOTOS_PER_CLASS = 8
@@ -28,6 +29,25 @@ def gateway(model_server: Running, logs: Path) -> Iterator[Running]:
     with start_gateway(
         tf_serving_host=model_server.grpc_target, port=free_port(), env=env,
         log=logs / "gateway.log",
+    ) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api-keys") / "keys"
+    path.write_text(f"# e2e keys\n{KEY}\n\n{SECOND_KEY}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def keyed_gateway(model_server: Running, logs: Path, keys_file: Path) -> Iterator[Running]:
+    """gunicorn (two workers) requiring an API key, with metrics on a port of their own."""
+    env = {"GATEWAY_ALLOW_PRIVATE_URLS": "true", "GATEWAY_WORKERS": "2", "GATEWAY_THREADS": "4",
+           "GATEWAY_API_KEYS_FILE": str(keys_file)}  # fmt: skip
+    with start_gateway(
+        tf_serving_host=model_server.grpc_target, port=free_port(), env=env,
+        log=logs / "keyed-gateway.log",
     ) as running:  # fmt: skip
         yield running
 

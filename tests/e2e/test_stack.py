@@ -116,14 +116,14 @@ def _counter(text: str, sample: str) -> float:
 
 def test_metrics_add_up_over_every_worker(gateway: Running, photos: list[Path]) -> None:
     sample = 'gateway_requests_total{method="GET",route="/healthz",status="200"}'
-    before = _counter(requests.get(f"{gateway.url}/metrics", timeout=10).text, sample)
+    before = _counter(requests.get(gateway.metrics_url, timeout=10).text, sample)
     with ThreadPoolExecutor(8) as pool:
         statuses = list(
             pool.map(lambda _: requests.get(f"{gateway.url}/healthz", timeout=10).status_code,
                      range(40))
         )  # fmt: skip
     assert statuses == [200] * 40
-    text = requests.get(f"{gateway.url}/metrics", timeout=10).text
+    text = requests.get(gateway.metrics_url, timeout=10).text
     assert _counter(text, sample) - before == 40
     assert "gateway_model_duration_seconds_bucket" in text
     assert "gateway_download_bytes_bucket" in text
@@ -145,3 +145,13 @@ def test_request_id_reaches_the_model_server(
     assert re.search(r"Predict .*x-request-id=e2e-trace-4242", log_text)
     gateway_log = (logs / "gateway.log").read_text(errors="replace")
     assert '"request_id": "e2e-trace-4242"' in gateway_log
+
+
+def test_metrics_are_only_on_the_metrics_port(gateway: Running) -> None:
+    public = requests.get(f"{gateway.url}/metrics", timeout=10)
+    assert public.status_code == 404
+    assert public.json()["error"]["code"] == "not_found"
+    private = requests.get(gateway.metrics_url, timeout=10)
+    assert private.status_code == 200
+    assert private.headers["Content-Type"].startswith("text/plain")
+    assert "gateway_requests_total" in private.text

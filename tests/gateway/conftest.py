@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from gateway.app import create_app
 from gateway.errors import ModelError, ModelTimeout, ModelUnavailable
+from gateway.metrics import Metrics, serve_metrics
 from gateway.settings import Settings
 
 from tests.gateway.support import (
@@ -82,9 +83,15 @@ def predictor() -> ScriptedPredictor:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, predictor: ScriptedPredictor) -> Flask:
+def app_metrics() -> Metrics:
+    """The metrics of `app` (a registry of their own)."""
+    return Metrics()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, predictor: ScriptedPredictor, app_metrics: Metrics) -> Flask:
     """The gateway with the colour predictor and the real downloader."""
-    return create_app(settings, predictor=predictor)
+    return create_app(settings, predictor=predictor, metrics=app_metrics)
 
 
 @pytest.fixture
@@ -99,7 +106,42 @@ def server(app: Flask) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def strict_server(predictor: ScriptedPredictor, settings: Settings) -> Iterator[str]:
-    """Like `server` but with the production URL policy (no private addresses)."""
+def strict_app_metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture(scope="session")
+def strict_app(
+    predictor: ScriptedPredictor, settings: Settings, strict_app_metrics: Metrics
+) -> Flask:
+    """The gateway with the production URL policy (no private addresses)."""
     strict = replace(settings, allow_private_urls=False)
-    yield from serve_wsgi(create_app(strict, predictor=predictor))
+    return create_app(strict, predictor=predictor, metrics=strict_app_metrics)
+
+
+@pytest.fixture(scope="session")
+def strict_server(strict_app: Flask) -> Iterator[str]:
+    """Like `server` but with the production URL policy (no private addresses)."""
+    yield from serve_wsgi(strict_app)
+
+
+def _serve_metrics(metrics: Metrics) -> Iterator[str]:
+    """Serve `metrics` on a listener of their own, as the gunicorn master does."""
+    server = serve_metrics("127.0.0.1:0", metrics.registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(app_metrics: Metrics) -> Iterator[str]:
+    """The app's metrics on a listener of their own (as the gunicorn master serves them)."""
+    yield from _serve_metrics(app_metrics)
+
+
+@pytest.fixture(scope="session")
+def strict_metrics_url(strict_app_metrics: Metrics) -> Iterator[str]:
+    """The strict app's metrics on a listener of their own."""
+    yield from _serve_metrics(strict_app_metrics)

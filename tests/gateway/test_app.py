@@ -298,7 +298,9 @@ def test_error_answers_and_a_concurrent_good_request_succeeds(
     assert good.status_code == 200 and good.json()["top"] == "red"
 
 
-def test_forbidden_url_never_connects(strict_server: str, canary: Canary) -> None:
+def test_forbidden_url_never_connects(
+    strict_server: str, strict_metrics_url: str, canary: Canary
+) -> None:
     url = f"http://127.0.0.1:{canary.port}/photo.jpg"
     bad, good = concurrently(
         lambda: requests.post(f"{strict_server}/predict", json={"url": url}, timeout=30),
@@ -314,7 +316,7 @@ def test_forbidden_url_never_connects(strict_server: str, canary: Canary) -> Non
     )
     assert [r["error"]["code"] for r in batch.json()["results"]] == ["forbidden_url"] * 2
     assert canary.connections == 0
-    metrics = requests.get(f"{strict_server}/metrics", timeout=10).text
+    metrics = requests.get(strict_metrics_url, timeout=10).text
     assert 'gateway_rejections_total{code="forbidden_url",reason="loopback"}' in metrics
 
 
@@ -348,7 +350,7 @@ def test_health_and_readiness(server: str) -> None:
 
 
 def test_metrics_count_requests_downloads_and_model_calls(
-    server: str, image_host: ImageHost
+    server: str, metrics_url: str, image_host: ImageHost
 ) -> None:
     def value(text: str, sample: str) -> float:
         for line in text.splitlines():
@@ -357,11 +359,12 @@ def test_metrics_count_requests_downloads_and_model_calls(
         return 0.0
 
     sample = 'gateway_requests_total{method="POST",route="/predict",status="200"}'
-    before = requests.get(f"{server}/metrics", timeout=10).text
+    before = requests.get(metrics_url, timeout=10).text
     for _ in range(3):
         assert good_request(server, image_host)().status_code == 200
-    response = requests.get(f"{server}/metrics", timeout=10)
-    check(response, "/metrics", "GET")
+    response = requests.get(metrics_url, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
     after = response.text
     assert value(after, sample) - value(before, sample) == 3
     for name in (
@@ -371,6 +374,15 @@ def test_metrics_count_requests_downloads_and_model_calls(
     ):
         assert value(after, name) - value(before, name) >= 3, name
     assert "gateway_request_duration_seconds_bucket" in after
+
+
+def test_public_port_does_not_serve_metrics(server: str, metrics_url: str) -> None:
+    response = requests.get(f"{server}/metrics", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert "gateway_requests_total" not in response.text
+    assert "/metrics" not in OPENAPI["paths"]
+    assert "gateway_requests_total" in requests.get(metrics_url, timeout=10).text
 
 
 def test_openapi_document_is_served_and_lists_every_error_code(server: str) -> None:

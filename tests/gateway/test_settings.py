@@ -53,6 +53,8 @@ def test_values_are_parsed_by_type() -> None:
         ("GATEWAY_RESIZE_INTERPOLATION", "cubic-ish", "one of nearest"),
         ("GATEWAY_GRPC_LB_POLICY", "random", "round_robin or pick_first"),
         ("GATEWAY_LOG_LEVEL", "loud", "DEBUG, INFO"),
+        ("GATEWAY_METRICS_BIND", "9697", "GATEWAY_METRICS_BIND: must be HOST:PORT"),
+        ("GATEWAY_METRICS_BIND", "127.0.0.1:9696", "another port than GATEWAY_BIND"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:

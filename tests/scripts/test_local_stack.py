@@ -48,8 +48,8 @@ def test_runs_the_stack_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
     if not GATEWAY_PYTHON.exists():
         pytest.fail(f"{GATEWAY_PYTHON} is missing: run `make gateway-env`")
     model = DEMO_MODEL_BASE
-    ports = {"GATEWAY_PORT": free_port(), "MODEL_GRPC_PORT": free_port(),
-             "MODEL_REST_PORT": free_port()}  # fmt: skip
+    ports = {"GATEWAY_PORT": free_port(), "GATEWAY_METRICS_PORT": free_port(),
+             "MODEL_GRPC_PORT": free_port(), "MODEL_REST_PORT": free_port()}  # fmt: skip
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
     env.pop("GATEWAY_ALLOW_PRIVATE_URLS", None)
     output = (tmp_path / "out.txt").open("w+")
@@ -66,6 +66,11 @@ def test_runs_the_stack_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
         gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
         assert requests.get(f"{gateway}/readyz", timeout=10).status_code == 200
         assert f"curl -s -X POST {gateway}/predict" in (tmp_path / "out.txt").read_text()
+        # metrics on their own port, announced; the gateway's port does not serve them
+        metrics = f"http://127.0.0.1:{ports['GATEWAY_METRICS_PORT']}/metrics"
+        assert metrics in (tmp_path / "out.txt").read_text()
+        assert "gateway_requests_total" in requests.get(metrics, timeout=10).text
+        assert requests.get(f"{gateway}/metrics", timeout=10).status_code == 404
         # private URLs are allowed locally: the model server's own REST port is reachable
         answer = requests.post(
             f"{gateway}/predict", json={"url": f"http://127.0.0.1:{ports['MODEL_REST_PORT']}/"},

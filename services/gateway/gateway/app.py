@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from gateway import errors
+from gateway.apikeys import load_api_keys
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -54,15 +57,17 @@ def create_app(
     settings: Settings | None = None,
     predictor: Predictor | None = None,
     fetcher: Fetcher | None = None,
+    metrics: Metrics | None = None,
 ) -> Flask:
     """Build the gateway app; the predictor and fetcher default to TF Serving and the web."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    api_keys = load_api_keys(settings)
     if predictor is None:
         from gateway.tfserving import TFServingPredictor
 
         predictor = TFServingPredictor(settings)
-    metrics = Metrics()
+    metrics = metrics or Metrics()  # given by tests that scrape it; gunicorn reads the files
     classifier = Classifier(settings, predictor, fetcher or default_fetcher(settings), metrics)
     openapi = json.loads(resources.files("gateway").joinpath("openapi.json").read_text("utf-8"))
 
@@ -94,7 +99,7 @@ def create_app(
         status = str(response.status_code)
         metrics.requests.labels(route, request.method, status).inc()
         metrics.request_seconds.labels(route, request.method, status).observe(seconds)
-        if route not in ("/healthz", "/readyz", "/metrics"):
+        if route not in ("/healthz", "/readyz"):
             access_log.info(
                 "%s %s %s",
                 request.method,
@@ -120,8 +125,7 @@ def create_app(
         reject(exc)
         response = jsonify(exc.to_dict())
         response.status_code = exc.status
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(exc.headers())
         return response
 
     @app.errorhandler(HTTPException)
@@ -145,7 +149,20 @@ def create_app(
         log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return gateway_error(errors.GatewayError("internal error; see the gateway's logs"))
 
+    def keyed(view: Callable[[], Response]) -> Callable[[], Response]:
+        """The view behind the API key check (before the body is read), when keys are on."""
+        if api_keys is None:
+            return view
+
+        @functools.wraps(view)
+        def checked() -> Response:
+            api_keys.check(request.headers)
+            return view()
+
+        return checked
+
     @app.post("/predict")
+    @keyed
     def predict() -> Response:
         if request.mimetype == "multipart/form-data":
             upload = request.files.get("file")
@@ -166,6 +183,7 @@ def create_app(
         return jsonify(classifier.classify_url(url, g.request_id, g.stopwatch))
 
     @app.post("/predict/batch")
+    @keyed
     def predict_batch() -> Response:
         body = json_body()
         urls = body.get("urls")
@@ -190,10 +208,10 @@ def create_app(
         info = classifier.predictor.model_info(g.request_id, allow_stale=True)
         return jsonify({"status": "ready", "model": model_json(info)})
 
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
+    @app.get("/api/config")
+    def client_config() -> Response:
+        # what the web page needs to know before its first request; nothing secret
+        return jsonify({"api_key_required": api_keys is not None})
 
     @app.get("/openapi.json")
     def openapi_document() -> Response:

@@ -22,6 +22,10 @@ class GatewayError(Exception):
         """The JSON error body."""
         return {"error": {"code": self.code, "message": self.message}}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers this error adds (Retry-After when it has one)."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
 
 # 400: the request itself is wrong
 class BadRequest(GatewayError):
@@ -42,6 +46,19 @@ class ForbiddenURL(BadRequest):
 
 class TooManyURLs(BadRequest):
     code = "too_many_urls"
+
+
+# 401 / 403: no API key, or one the gateway does not know (only when keys are configured)
+class ApiKeyRequired(GatewayError):
+    status, code = 401, "api_key_required"
+
+    def headers(self) -> dict[str, str]:
+        """The challenge RFC 9110 requires with a 401: the Bearer scheme."""
+        return {**super().headers(), "WWW-Authenticate": 'Bearer realm="clothing-gateway"'}
+
+
+class ApiKeyInvalid(GatewayError):
+    status, code = 403, "api_key_invalid"
 
 
 # 404 / 405 / 415: the route, method or content type is wrong

@@ -1,21 +1,19 @@
-"""Prometheus metrics, correct across gunicorn workers (multiprocess mode).
+"""Prometheus metrics, correct across gunicorn workers (multiprocess mode), served off the
+public port.
 
 When `PROMETHEUS_MULTIPROC_DIR` is set (gunicorn.conf.py sets it before any worker starts),
-prometheus_client writes every value to per-process files in that directory and `/metrics`
-aggregates them; otherwise the values live in this app's own registry.
+prometheus_client writes every value to per-process files in that directory and a scrape
+aggregates them; otherwise the values live in this app's own registry. The scrape endpoint is
+not a route of the app: the gunicorn master serves it on GATEWAY_METRICS_BIND
+(`serve_metrics`), so the public port never answers `/metrics`.
 """
 
 from __future__ import annotations
 
 import os
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -75,11 +73,25 @@ class Metrics:
             registry=r,
         )
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text for /metrics (aggregated over workers in multiprocess mode)."""
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if directory:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=directory)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+def scrape_registry(own: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry a scrape reads: the multiprocess directory's files if set, else `own`."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # re-reads the files on every scrape
+        return registry
+    if own is None:
+        raise ValueError("PROMETHEUS_MULTIPROC_DIR is not set and no registry was given")
+    return own
+
+
+def serve_metrics(bind: str, registry: CollectorRegistry) -> WSGIServer:
+    """Serve `registry` on `bind` (HOST:PORT, port 0 = any) from a daemon thread.
+
+    prometheus_client's own server (`start_http_server`): the exposition format, content
+    negotiation and gzip are the library's, and it logs no request lines.
+    """
+    host, _, port = bind.rpartition(":")
+    server, _thread = start_http_server(int(port), host.strip("[]"), registry)
+    return server

@@ -191,11 +191,25 @@ class Settings:
         "concurrent downloads per worker process for batches",
         between(1, 256),
     )
+    # access
+    api_keys_file: str = setting(
+        "",
+        "GATEWAY_API_KEYS_FILE",
+        "file of API keys, one per line (blank lines and `#` comments ignored); when set, "
+        "`/predict` and `/predict/batch` need `Authorization: Bearer <key>`; empty: no keys",
+    )
     # process
     bind: str = setting(
         "0.0.0.0:9696",
         "GATEWAY_BIND",
         "gunicorn listen address",
+        Check(lambda value: ":" in value, "must be HOST:PORT"),
+    )
+    metrics_bind: str = setting(
+        "0.0.0.0:9697",
+        "GATEWAY_METRICS_BIND",
+        "listen address of Prometheus `/metrics` (all workers summed), served by the gunicorn "
+        "master; never on GATEWAY_BIND, so keep this port out of public Services",
         Check(lambda value: ":" in value, "must be HOST:PORT"),
     )
     workers: int = setting(2, "GATEWAY_WORKERS", "gunicorn worker processes", at_least(1))
@@ -255,6 +269,12 @@ class Settings:
             raise SettingsError(
                 f"{declaration('max_body_bytes').env}: must be >= "
                 f"{declaration('max_image_bytes').env} so an upload of the largest image fits"
+            )
+        metrics_port, port = self.metrics_bind.rpartition(":")[2], self.bind.rpartition(":")[2]
+        if metrics_port == port and port != "0":  # port 0: the OS picks two different ports
+            raise SettingsError(
+                f"{env_name('metrics_bind')}: must use another port than {env_name('bind')} "
+                f"(metrics stay off the public port)"
             )
 
     @property

@@ -13,6 +13,9 @@
   const result = $("result");
   const preview = $("preview-image");
   const caption = $("preview-caption");
+  const keyForm = $("key-form");
+  const keyInput = $("key-input");
+  const KEY_STORE = "clothing-gateway-api-key"; // sessionStorage: this tab only, gone when closed
 
   let latestRequest = 0; // answers to older requests are dropped
   let objectUrl = null; // the current upload's preview, revoked when replaced
@@ -160,6 +163,35 @@
     return { code, message };
   }
 
+  // The API key, when the gateway needs one: typed once, kept in this tab's session storage.
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORE) || "";
+    } catch (_) {
+      return ""; // storage disabled: the field still works for this page view
+    }
+  }
+
+  function storeKey(key) {
+    try {
+      if (key) sessionStorage.setItem(KEY_STORE, key);
+      else sessionStorage.removeItem(KEY_STORE);
+    } catch (_) {
+      // storage disabled: nothing to keep
+    }
+  }
+
+  function showKeyField() {
+    if (!keyForm.hidden) return;
+    keyInput.value = storedKey();
+    keyForm.hidden = false;
+  }
+
+  function authorization() {
+    const key = keyForm.hidden ? storedKey() : keyInput.value.trim();
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
   async function classify(init, src, label) {
     const id = ++latestRequest;
     clearError();
@@ -168,7 +200,8 @@
     const started = performance.now();
     let response;
     try {
-      response = await fetch("/predict", { method: "POST", ...init });
+      const headers = { ...(init.headers || {}), ...authorization() };
+      response = await fetch("/predict", { method: "POST", ...init, headers });
     } catch (_) {
       if (id !== latestRequest) return;
       setStatus("");
@@ -184,6 +217,10 @@
         .filter(Boolean)
         .join(" · ");
       showError(message, details);
+      if (response.status === 401 || response.status === 403) {
+        showKeyField();
+        keyInput.focus();
+      }
       return;
     }
     let body;
@@ -211,6 +248,22 @@
     form.append("file", file, file.name);
     classify({ body: form }, objectUrl, `The uploaded photo ${file.name}`);
   }
+
+  keyInput.addEventListener("input", () => storeKey(keyInput.value.trim()));
+  keyForm.addEventListener("submit", (event) => event.preventDefault());
+  $("key-forget").addEventListener("click", () => {
+    keyInput.value = "";
+    storeKey("");
+    keyInput.focus();
+  });
+
+  // Ask the gateway whether it needs a key; if it cannot say, a 401 shows the field later.
+  fetch("/api/config")
+    .then((response) => (response.ok ? response.json() : null))
+    .then((config) => {
+      if (config && config.api_key_required) showKeyField();
+    })
+    .catch(() => {});
 
   urlForm.addEventListener("submit", (event) => {
     event.preventDefault();
