@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import re
@@ -168,12 +169,16 @@ def create_app(
             upload = request.files.get("file")
             if upload is None:
                 raise errors.BadRequest("the multipart body needs an image in the field 'file'")
-            data = upload.stream.read(settings.max_image_bytes + 1)
-            if len(data) > settings.max_image_bytes:
+            # werkzeug spooled the part to a temporary file: its size is known before reading
+            size = upload.stream.seek(0, io.SEEK_END)
+            upload.stream.seek(0)
+            if size > settings.max_image_bytes:
                 raise errors.ImageTooLarge(
-                    f"the image is over the limit of {settings.max_image_bytes} bytes"
+                    f"the image is {size} bytes; the limit is {settings.max_image_bytes}"
                 )
-            return jsonify(classifier.classify_bytes(data, g.request_id, g.stopwatch))
+            return jsonify(
+                classifier.classify_upload(upload.stream, size, g.request_id, g.stopwatch)
+            )
         body = json_body()
         url = body.get("url")
         if url is None:

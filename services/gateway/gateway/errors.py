@@ -87,6 +87,12 @@ class TooManyPixels(PayloadTooLarge):
     code = "image_too_many_pixels"
 
 
+class ImageTooCostly(PayloadTooLarge):
+    """Decoding would need more memory than a worker ever gives one image."""
+
+    code = "image_too_costly"
+
+
 # 415 / 422: not an image we can use
 class UnsupportedImageFormat(GatewayError):
     status, code = 415, "unsupported_image_format"
@@ -114,6 +120,12 @@ class ModelIncompatible(ModelUnavailable):
     """The served model is not one the gateway can feed (wrong input, no labels)."""
 
     code = "model_incompatible"
+
+
+class DecodeBusy(GatewayError):
+    """The worker's decode memory budget stayed full for the whole bounded wait."""
+
+    status, code = 503, "decode_busy"
 
 
 class ModelTimeout(GatewayError):

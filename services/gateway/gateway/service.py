@@ -8,16 +8,22 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from gateway.budget import (
+    DecodeBudget,
+    Reservation,
+    container_memory_limit,
+    worker_budget,
+)
 from gateway.errors import GatewayError
 from gateway.fetch import FetchedImage
 from gateway.images import load_model_input
 from gateway.metrics import Metrics
 from gateway.predictor import ModelInfo, Prediction, Predictor
-from gateway.settings import Settings
+from gateway.settings import ENV_NAMES, Settings, SettingsError
 
 log = logging.getLogger("gateway.service")
 
@@ -71,6 +77,7 @@ class Classifier:
         self.predictor = predictor
         self.fetcher = fetcher
         self.metrics = metrics
+        self.budget = decode_budget(settings)
         # threads start lazily, so creating the pool before a fork is harmless
         self.pool = ThreadPoolExecutor(
             max_workers=settings.download_concurrency, thread_name_prefix="download"
@@ -83,14 +90,25 @@ class Classifier:
         self.metrics.download_bytes.observe(len(fetched.data))
         return fetched.data
 
-    def prepare(self, data: bytes, info: ModelInfo) -> np.ndarray:
-        """Checked decode and resize of untrusted bytes."""
+    def prepare(self, data: bytes, info: ModelInfo, held: Reservation) -> np.ndarray:
+        """Checked decode and resize of untrusted bytes; `held` grows to the decode's peak."""
         return load_model_input(
             data,
             info.resize,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
+            reservation=held,
         )
+
+    def fetch_and_prepare(self, url: str, info: ModelInfo, watch: Stopwatch) -> np.ndarray:
+        """Download and decode within the budget: the largest image's bytes are reserved
+        before the download (its size is unknown until it ends), the decode's peak after."""
+        with self.budget.reserve(self.settings.max_image_bytes) as held:
+            with watch.stage("download"):
+                data = self.download(url)
+            held.resize(len(data))
+            with watch.stage("preprocess"):
+                return self.prepare(data, info, held)
 
     def predict(self, images: np.ndarray, request_id: str) -> Prediction:
         """One Predict call for a batch, timed."""
@@ -110,20 +128,19 @@ class Classifier:
         """Classify the image at a URL."""
         watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
-        with watch.stage("download"):
-            data = self.download(url)
-        with watch.stage("preprocess"):
-            image = self.prepare(data, info)
+        image = self.fetch_and_prepare(url, info, watch)
         return self._answer_one(image, request_id, watch)
 
-    def classify_bytes(
-        self, data: bytes, request_id: str, stopwatch: Stopwatch | None = None
+    def classify_upload(
+        self, stream: BinaryIO, size: int, request_id: str, stopwatch: Stopwatch | None = None
     ) -> dict[str, Any]:
-        """Classify uploaded image bytes."""
+        """Classify an uploaded image of `size` bytes, read into memory within the budget."""
         watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
-        with watch.stage("preprocess"):
-            image = self.prepare(data, info)
+        with self.budget.reserve(size) as held:
+            data = stream.read(size)
+            with watch.stage("preprocess"):
+                image = self.prepare(data, info, held)
         return self._answer_one(image, request_id, watch)
 
     def _answer_one(self, image: np.ndarray, request_id: str, watch: Stopwatch) -> dict[str, Any]:
@@ -147,7 +164,7 @@ class Classifier:
 
         def load(url: str) -> ItemResult:
             try:
-                return ItemResult(url, image=self.prepare(self.download(url), info))
+                return ItemResult(url, image=self.fetch_and_prepare(url, info, Stopwatch()))
             except GatewayError as exc:
                 return ItemResult(url, error=exc)
 
@@ -169,3 +186,21 @@ class Classifier:
             else:
                 results.append({"url": item.url, **scores_json(model.labels, next(row_iter))})
         return {"model": model_json(model), "results": results}
+
+
+def decode_budget(settings: Settings) -> DecodeBudget:
+    """This worker's decode memory budget, from the container's limit and the worker count."""
+    limit, source = container_memory_limit(settings.memory_limit_bytes)
+    capacity = worker_budget(limit, settings.workers, settings.worker_baseline_bytes)
+    if capacity < 32 * 1024 * 1024:
+        raise SettingsError(
+            f"a memory limit of {limit} bytes (from {source}) leaves {capacity} bytes per "
+            f"worker for decoding images with {ENV_NAMES['workers']}={settings.workers} and "
+            f"{ENV_NAMES['worker_baseline_bytes']}={settings.worker_baseline_bytes}; "
+            "give the container more memory or run fewer workers"
+        )
+    log.info(
+        "decode budget %d MiB per worker (memory limit %d MiB from %s, %d workers)",
+        capacity >> 20, limit >> 20, source, settings.workers,
+    )  # fmt: skip
+    return DecodeBudget(capacity, settings.decode_wait, settings.retry_after)

@@ -198,6 +198,28 @@ class Settings:
         "file of API keys, one per line (blank lines and `#` comments ignored); when set, "
         "`/predict` and `/predict/batch` need `Authorization: Bearer <key>`; empty: no keys",
     )
+    # decode memory budget (gateway.budget)
+    memory_limit_bytes: int = setting(
+        0,
+        "GATEWAY_MEMORY_LIMIT_BYTES",
+        "the container's memory limit (the Pulumi program passes the pod's); 0: read the "
+        "cgroup's (v2 memory.max, v1 memory.limit_in_bytes), else 768 MiB",
+        at_least(0),
+    )
+    worker_baseline_bytes: int = setting(
+        112 * MIB,
+        "GATEWAY_WORKER_BASELINE_BYTES",
+        "memory of a worker besides image decoding (86 MiB measured under load); each worker "
+        "may decode (limit - 48 MiB master) / workers - this",
+        at_least(0),
+        shown="117440512 (112 MiB)",
+    )
+    decode_wait: float = setting(
+        5.0,
+        "GATEWAY_DECODE_WAIT_SECONDS",
+        "longest wait for room in the worker's decode memory budget (then 503 decode_busy)",
+        at_least(0),
+    )
     # process
     bind: str = setting(
         "0.0.0.0:9696",
