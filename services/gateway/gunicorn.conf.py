@@ -105,9 +105,13 @@ def when_ready(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Close the worker's inherited copy of the master's metrics socket (it never serves it)."""
+    """Close the worker's inherited copy of the master's metrics socket (it never serves it);
+    make freed image memory go back to the OS at once (see gateway.budget)."""
+    from gateway.budget import return_freed_images_to_os
+
     for metrics_server in _metrics_server:
         metrics_server.socket.close()
+    return_freed_images_to_os()
 
 
 def child_exit(server: Any, worker: Any) -> None:

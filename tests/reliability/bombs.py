@@ -65,9 +65,7 @@ def bmp_rle8(size: tuple[int, int] = BOMB_SIZE) -> bytes:
     line = b"".join(runs) + b"\x00\x00"  # end of line
     pixels = line * height + b"\x00\x01"  # end of bitmap
     palette = b"\x20\x40\x80\x00" * 256
-    info = struct.pack(
-        "<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0
-    )
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
     offset = 14 + len(info) + len(palette)
     header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
     return header + info + palette + pixels

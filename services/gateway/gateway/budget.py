@@ -16,6 +16,9 @@ else `DEFAULT_MEMORY_LIMIT`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import math
 import threading
 import time
@@ -28,6 +31,8 @@ from PIL import Image
 
 from gateway.errors import DecodeBusy, ImageTooCostly
 from gateway.preprocessing import ORIENTATION_TAG, QUARTER_TURNS, ResizeSpec
+
+log = logging.getLogger("gateway.budget")
 
 MIB = 1024 * 1024
 MPX = 1_000_000
@@ -138,6 +143,34 @@ def decode_cost(image: Image.Image, spec: ResizeSpec, encoded_bytes: int) -> int
     # the resize: the RGB image (the original itself when it is RGB) plus one resampling pass
     stages.append(rgb + max(spec.width * height, width * spec.height) * 4)
     return encoded_bytes + held + max(stages) + SLACK_BYTES
+
+
+# glibc's mallopt parameter; a fixed value also turns off its dynamic adjustment (malloc(3)).
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 * MIB
+
+
+def return_freed_images_to_os() -> bool:
+    """Make glibc map every allocation >= 1 MiB on its own, so a decoded image's memory goes
+    back to the OS when it is freed; True if set (False off glibc).
+
+    By default glibc raises its mmap threshold to the size of the last big block freed (up to
+    32 MiB), so Pillow's 16 MiB image blocks then come from per-thread arenas that keep their
+    memory: measured, 8 threads decoding 2 at a time left a 327 MiB RSS (peak 416) where the
+    same decodes with the fixed threshold left 46 MiB (peak 309), and the worker's RSS drifted
+    far past its budget under the cgroup test.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+    if not ok:
+        log.warning("mallopt(M_MMAP_THRESHOLD) failed: freed images may stay in the RSS")
+    return ok
 
 
 def container_memory_limit(
