@@ -46,7 +46,7 @@ MASTER_BYTES = 48 * MIB
 # the small reservations of ordinary photos (a JPEG photo with draft decoding needs < 16 MiB).
 HEAVY_SHARE = 0.75
 SMALL_RESERVATION = 16 * MIB
-SLACK_BYTES = 2 * MIB  # codec state, row buffers, the resampling coefficients
+SLACK_BYTES = 4 * MIB  # codec state, row buffers, resampling coefficients, lazy imports
 
 # Pixels one image may have, per format, within the global GATEWAY_MAX_IMAGE_PIXELS. The model
 # needs 112-299 px a side, so these only decide which large images are worth their decode:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class Classifier:
         return self._answer_one(image, request_id, watch)
 
     def classify_upload(
-        self, stream: BinaryIO, size: int, request_id: str, stopwatch: Stopwatch | None = None
+        self, stream: IO[bytes], size: int, request_id: str, stopwatch: Stopwatch | None = None
     ) -> dict[str, Any]:
         """Classify an uploaded image of `size` bytes, read into memory within the budget."""
         watch = stopwatch or Stopwatch()
