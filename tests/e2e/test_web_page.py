@@ -77,16 +77,24 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, gateway_url: str) -> Iterator[Any]:
-    """A fresh desktop-sized tab on the gateway's page; fails the test on any script error."""
+    """A fresh desktop-sized tab on the gateway's page; fails the test on any script error or
+    anything the page's Content-Security-Policy refused."""
     context = browser.new_context(viewport=DESKTOP)
     tab = context.new_page()
     script_errors: list[str] = []
     tab.on("pageerror", lambda exc: script_errors.append(str(exc)))
+    tab.on("console", lambda message: csp_violation(message, script_errors))
     tab.set_default_timeout(WAIT_MS)
     tab.goto(gateway_url + "/")
     yield tab
     context.close()
     assert script_errors == []
+
+
+def csp_violation(message: Any, found: list[str]) -> None:
+    """Chromium reports what a Content-Security-Policy blocked as a console error."""
+    if message.type == "error" and "Content Security Policy" in message.text:
+        found.append(message.text)
 
 
 # --- a loopback image host ---------------------------------------------------------------------
@@ -565,3 +573,36 @@ def test_page_asks_for_a_key_and_sends_it_as_a_bearer_token(
 def test_page_without_keys_shows_no_key_field(keyed_context: Any, gateway_url: str) -> None:
     page = open_page(keyed_context, gateway_url)
     assert page.is_hidden("#key-form")
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy_and_works_under_it(
+    browser: Any, gateway_url: str, photo: Photo
+) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    violations: list[str] = []
+    tab.on("console", lambda message: csp_violation(message, violations))
+    response = tab.goto(gateway_url + "/")
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == "'self'"
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    # the page works under it: styles applied, the script runs and shows an answer
+    assert tab.evaluate("getComputedStyle(document.body).margin") == "0px"  # style.css, not 8px
+    tab.get_by_label("Choose a photo").set_input_files(str(photo.path))
+    assert_shows_answer(read_result(tab), photo.answer)
+    assert violations == []
+    # control: an inline script is refused (so the policy really is in force)
+    tab.evaluate(
+        """() => { const s = document.createElement('script');
+                   s.textContent = 'window.injected = true'; document.head.append(s); }"""
+    )
+    assert tab.evaluate("window.injected === undefined")
+    tab.wait_for_timeout(200)
+    assert any("script-src" in v for v in violations)
+    context.close()
