@@ -68,9 +68,10 @@ fuzz: sync gateway-env
 	RELIABILITY_FUZZ_EXAMPLES=$${RELIABILITY_FUZZ_EXAMPLES:-400} $(UV) run --frozen pytest -q tests/reliability/test_schema_fuzz.py
 	$(UV) run --frozen python -m tests.reliability.report
 
-# The reliability suite with a 10-minute soak (loopback only; writes docs/reliability.md).
+# The reliability suite with a 10-minute soak and 2 minutes of decompression bombs in a memory
+# cgroup (loopback only; writes docs/reliability.md).
 soak: sync gateway-env
-	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-600} $(UV) run --frozen pytest -q --timeout=1500 tests/reliability
+	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-600} RELIABILITY_MEMORY_SECONDS=$${RELIABILITY_MEMORY_SECONDS:-120} $(UV) run --frozen pytest -q --timeout=1500 tests/reliability
 	$(UV) run --frozen python -m tests.reliability.report
 
 clean:

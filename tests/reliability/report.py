@@ -58,6 +58,14 @@ GROUPS = {
         "fault: gunicorn worker SIGKILL",
     "test_faults.py::test_sigterm_drains_requests_in_flight": "fault: gateway SIGTERM drain",
     "test_soak.py::test_sustained_load_has_no_errors_and_flat_memory": "load: soak",
+    "test_memory.py::test_the_declared_workers_at_full_decode_budget_fit_the_declared_memory_limit":
+        "memory: declared workers x (baseline + decode budget) fit the declared pod limit",
+    "test_memory.py::test_each_reservation_covers_the_measured_peak_of_the_worst_image_of_its_format":
+        "memory: each format's worst image costs no more than it reserves",
+    "test_memory.py::test_decompression_bombs_under_the_pods_memory_limit_get_answers_and_photos_get_200":
+        "memory: bombs of every format in a memory cgroup with the pod's limit",
+    "test_memory.py::test_the_memory_cgroup_really_kills_past_its_limit":
+        "control: the memory cgroup does OOM-kill past its limit",
 }  # fmt: skip
 
 
@@ -153,6 +161,139 @@ def soak_row(name: str, soak: dict[str, Any]) -> str:
     )
 
 
+ATTACK_RUNS = (
+    ("memory-baseline-issue", "before (main at 25f72c9): the issue's 16 PNG uploads"),
+    ("memory-baseline", "before (main at 25f72c9): every attack, one round"),
+    ("memory-fixed-issue", "with the budget: the issue's 16 PNG uploads"),
+    ("memory-short", "with the budget: every attack, one round (`make test`)"),
+    ("memory-long", "with the budget: every attack repeated (`make soak`)"),
+)
+
+
+def memory_section() -> list[str]:
+    """Memory and CPU per request: the budget, the caps, measured costs, the cgroup runs."""
+    from gateway.budget import HEAVY_SHARE, MASTER_BYTES, PIXEL_CAPS
+
+    sizing, cost = load("memory-sizing"), load("decode-cost")
+    caps = ", ".join(f"{fmt} {cap / 1e6:g} Mpx" for fmt, cap in PIXEL_CAPS.items())
+    lines = [
+        "## Memory and CPU per request",
+        "",
+        "Before decoding, the gateway reads the image's header and works out the decode's peak "
+        "memory (`gateway.budget.decode_cost`: pixels x Pillow's bytes per pixel for each stage "
+        "— decoding, EXIF rotation, conversion to RGB, resizing — plus libwebp's buffers and a "
+        "progressive JPEG's coefficients, at the JPEG draft size when the model allows draft "
+        "decoding), refuses images over their format's pixel cap (413 `image_too_many_pixels`) "
+        "and reserves the rest from its worker's decode budget, waiting at most "
+        "`GATEWAY_DECODE_WAIT_SECONDS` (5 s) for room, else 503 `decode_busy` with Retry-After. "
+        "Downloads reserve the largest image's bytes before they start, uploads their size "
+        "before they are read, so batches and uploads go through the same budget whatever the "
+        f"thread count. Costly decodes (over 16 MiB) may hold {HEAVY_SHARE:.0%} of the budget; "
+        "the rest is kept for ordinary photos. The budget per worker is (container memory "
+        f"limit - {MASTER_BYTES >> 20} MiB for the gunicorn master) / workers - "
+        "`GATEWAY_WORKER_BASELINE_BYTES`; the limit is `GATEWAY_MEMORY_LIMIT_BYTES` (set by "
+        "the Pulumi program from the pod's limit), else the cgroup's, else 768 MiB. Workers "
+        "set glibc's mmap threshold to 1 MiB so a freed image goes back to the OS at once.",
+        "",
+        f"Pixel caps: {caps}; JPEGs that are progressive or decoded in full (a model without "
+        "draft decoding) have the 16 Mpx cap too. Every format also has the global "
+        "`GATEWAY_MAX_IMAGE_PIXELS` (40 M) and `GATEWAY_MAX_IMAGE_BYTES` (10 MiB).",
+        "",
+    ]
+    if sizing:
+        lines += [
+            f"Declared by the Pulumi program (run under mocks by `tests/reliability/sizing.py`): "
+            f"memory limit {sizing['memory_limit_mib']:.0f} MiB, {sizing['workers']} workers x "
+            f"{sizing['threads']} threads; worker baseline {sizing['worker_baseline_mib']:.0f} "
+            f"MiB, so each worker's decode budget is {sizing['worker_budget_mib']:.0f} MiB and "
+            f"the worst case, every budget full, is {sizing['worst_case_mib']:.0f} MiB "
+            f"(`test_memory.py` fails past the limit). The largest reservation any accepted "
+            f"image can need is {sizing['largest_reservation_mib']} MiB.",
+            "",
+        ]
+    lines += [
+        "### Worst valid image per format",
+        "",
+        "Measured by `python -m tests.reliability.decode_cost` (each case decoded by the "
+        "gateway's `load_model_input` for the demo model, 112x112 bilinear with JPEG draft, in "
+        "a fresh `.venv-gateway` process; peak RSS growth and CPU time of that process).",
+        "",
+    ]
+    if cost:
+        lines += [
+            "| image | bytes | answer | peak memory (MiB) | reserved (MiB) | CPU (s) |",
+            "| --- | ---: | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['case']} | {r['bytes']:,} | {r['outcome']} | {r['peak_rss_growth_mib']} | "
+            f"{r['reserved_mib'] if r['outcome'] == 'decoded' else '-'} | {r['cpu_s']} |"
+            for r in cost["rows"]
+        ]
+        load_avg = cost.get("load")
+        if load_avg:
+            lines += ["", f"(load average {load_avg[0]:.1f} when measured)"]
+    else:
+        lines += ["(no figures yet: run `make soak`)"]
+    lines += [
+        "",
+        "So the worst accepted image costs about 140 MiB and 0.3 s of CPU (a photo: a few MiB "
+        "and a few ms), and at most one or two such decodes run per worker at a time.",
+        "",
+        "**Large photos.** JPEG photos up to 40 Mpx and 10 MiB are fine: they are decoded at "
+        "1/2 to 1/8 scale. Progressive JPEGs, PNG, GIF and BMP up to 16 Mpx (4000 x 4000) and "
+        "WebP up to 8 Mpx (about 2800 x 2800) are decoded in full; larger ones get 413 "
+        "`image_too_many_pixels` with the cap in the message: scale them down (the model "
+        "sees 112-299 px anyway) or send a baseline JPEG. When many large images arrive at "
+        "once, some get 503 `decode_busy` with Retry-After: retry after that many seconds.",
+        "",
+        "### Under the pod's memory limit",
+        "",
+        "`tests/reliability/test_memory.py` runs gunicorn with the declared sizing inside a "
+        "cgroup v1 memory cgroup limited to the declared container memory (the kernel OOM-kills "
+        "past it, as for a pod), with the model server and a loopback image host; at once: 24 "
+        "concurrent uploads of the issue's 40 Mpx PNG, a 32-URL batch of it, a 32-URL batch of "
+        "16 Mpx palette+transparency PNGs, 2 uploads each of the worst image of every format "
+        "at its cap and at 40 Mpx, huge-dimension headers, while 4 clients upload real photos "
+        "from the dataset. `make soak` repeats every attack for 2 minutes. Re-run with "
+        "`PYTHONPATH=scripts:services/gateway:infra .venv/bin/python -m "
+        "tests.reliability.memory_attack --seconds 120` (`--gateway-dir` for another "
+        "checkout's gateway).",
+        "",
+        "| run | workers x threads | hostile requests | answered acceptably | photos 200 | no "
+        "answer | OOM kills | worker SIGKILLs | cgroup peak (MiB) | largest process RSS "
+        "(MiB) | load |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    latest = None
+    for name, title in ATTACK_RUNS:
+        run = load(name)
+        if not run:
+            continue
+        if name in ("memory-short", "memory-long"):
+            latest = run
+        acceptable = run["hostile_requests"] + run["photo_requests"] - run["unacceptable"]
+        lines.append(
+            f"| {title} | {run['workers']} x {run['threads']} | {run['hostile_requests']} | "
+            f"{acceptable - run['photos_ok']} | {run['photos_ok']} of {run['photo_requests']} | "
+            f"{run['no_answer']} | {run['oom_kills']} | {run['worker_sigkill_lines']} | "
+            f"{run['max_usage_mib']} of {run['limit_mib']:.0f} | {run['process_rss_mib']} | "
+            f"{run['load'][0]:.1f} |"
+        )
+    if latest:
+        lines += [
+            "",
+            f"Answers in the last run with the budget ({latest['label']}):",
+            "",
+            "| request | sent | answers | batch items |",
+            "| --- | ---: | --- | --- |",
+        ]
+        for kind, entry in sorted(latest["kinds"].items()):
+            answers = ", ".join(f"{k}: {v}" for k, v in sorted(entry["answers"].items()))
+            items = ", ".join(f"{k}: {v}" for k, v in sorted(entry["items"].items()))
+            lines.append(f"| {kind} | {entry['requests']} | {answers} | {items} |")
+    return lines
+
+
 def render() -> str:
     """The whole document."""
     cases, faults = load("cases"), load("faults")
@@ -223,6 +364,7 @@ def render() -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     lines += [soak_row(name, soak) for name, soak in soaks if soak]
+    lines += ["", *memory_section()]
     return "\n".join(lines) + "\n"
 
 
