@@ -181,3 +181,17 @@ def test_a_full_budget_answers_503_decode_busy_with_retry_after(settings: Settin
     assert photo.status_code == 200  # the quarter kept for small images
     assert client.post("/predict", data={"file": (io.BytesIO(bomb), "b.png")}).status_code == 200
     assert budget.in_use == 0
+
+
+def test_a_json_body_larger_than_the_largest_batch_is_413_before_it_is_parsed(
+    settings: Settings,
+) -> None:
+    client = create_app(settings, predictor=ScriptedPredictor({})).test_client()
+    longest = "ftp://" + "a" * 2040  # a URL of the longest accepted length (2048)
+    full = client.post("/predict/batch", json={"urls": [longest] * settings.batch_max_urls})
+    assert full.status_code == 200  # each entry has its own error, the body was fine
+    assert {r["error"]["code"] for r in full.get_json()["results"]} == {"forbidden_url"}
+    nested = b'{"urls": [' + b",".join([b"[]"] * 40_000) + b"]}"  # 120 KB of empty lists
+    refused = client.post("/predict/batch", data=nested, content_type="application/json")
+    assert refused.status_code == 413
+    assert refused.get_json()["error"]["code"] == "payload_too_large"

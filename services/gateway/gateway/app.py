@@ -22,6 +22,7 @@ from gateway.apikeys import load_api_keys
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
+from gateway.netguard import MAX_URL_LENGTH
 from gateway.predictor import Predictor
 from gateway.service import Classifier, Fetcher, Stopwatch, model_json
 from gateway.settings import Settings
@@ -81,6 +82,12 @@ def create_app(
     classifier = Classifier(settings, predictor, fetcher or default_fetcher(settings), metrics)
     openapi = json.loads(resources.files("gateway").joinpath("openapi.json").read_text("utf-8"))
 
+    # Parsing JSON costs ~20x its size in Python objects (an 11 MiB body of `[]`s: 246 MiB),
+    # so a JSON body may only be as large as the largest real one: a full batch of the
+    # longest URLs, every character escaped (\uXXXX), plus room for the rest.
+    json_limit = min(
+        settings.max_body_bytes, 16 * 1024 + settings.batch_max_urls * MAX_URL_LENGTH * 6
+    )
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
@@ -245,7 +252,11 @@ def create_app(
                 f"send application/json (or multipart/form-data with a 'file' to /predict), "
                 f"not {request.mimetype}"
             )
-        raw = read_body(settings.max_body_bytes)
+        if request.content_length is not None and request.content_length > json_limit:
+            raise errors.PayloadTooLarge(
+                f"a JSON body is at most {json_limit} bytes (the largest batch of URLs)"
+            )
+        raw = read_body(json_limit)
         try:
             body = json.loads(raw)
         except RecursionError:
