@@ -167,6 +167,7 @@ ATTACK_RUNS = (
     ("memory-fixed-issue", "with the budget: the issue's 16 PNG uploads"),
     ("memory-short", "with the budget: every attack, one round (`make test`)"),
     ("memory-long", "with the budget: every attack repeated (`make soak`)"),
+    ("memory-threads32", "with the budget, 32 threads per worker: every attack, one round"),
 )
 
 
@@ -261,8 +262,8 @@ def memory_section() -> list[str]:
         "",
         "| run | workers x threads | hostile requests | answered acceptably | photos 200 | no "
         "answer | OOM kills | worker SIGKILLs | cgroup peak (MiB) | largest process RSS "
-        "(MiB) | load |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "(MiB) | slowest photo (s) | load |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     latest = None
     for name, title in ATTACK_RUNS:
@@ -277,6 +278,7 @@ def memory_section() -> list[str]:
             f"{acceptable - run['photos_ok']} | {run['photos_ok']} of {run['photo_requests']} | "
             f"{run['no_answer']} | {run['oom_kills']} | {run['worker_sigkill_lines']} | "
             f"{run['max_usage_mib']} of {run['limit_mib']:.0f} | {run['process_rss_mib']} | "
+            f"{run['kinds'].get('real photo upload', {}).get('max_s', '-')} | "
             f"{run['load'][0]:.1f} |"
         )
     if latest:

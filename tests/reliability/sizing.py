@@ -39,6 +39,7 @@ class DeclaredSizing:
     threads: int
     memory_limit_from_downward_api: bool
     env: dict[str, str] = field(default_factory=dict)
+    memory_limit_literal: str | None = None  # GATEWAY_MEMORY_LIMIT_BYTES given as a value
 
     def settings(self) -> Settings:
         """The gateway's settings in that container (its env, the limit as the pod sees it)."""
@@ -62,6 +63,7 @@ def gateway_sizing(deployment: dict[str, Any]) -> DeclaredSizing:
         memory_limit_from_downward_api=field_ref.get("resource") == "limits.memory"
         and field_ref.get("containerName", "gateway") == "gateway",
         env={k: v for k, v in env.items() if k.startswith("GATEWAY_")},
+        memory_limit_literal=env.get("GATEWAY_MEMORY_LIMIT_BYTES"),
     )
 
 

@@ -62,6 +62,11 @@ def test_the_declared_workers_at_full_decode_budget_fit_the_declared_memory_limi
         "largest_reservation_mib": round(largest / MIB, 1),
         "memory_limit_from_downward_api": sizing.memory_limit_from_downward_api,
     })  # fmt: skip
+    # the budget's limit is the container's own (downward API or cgroup), never a copy of it
+    assert sizing.memory_limit_literal is None, (
+        "GATEWAY_MEMORY_LIMIT_BYTES is a literal; pass the container's limits.memory through "
+        "the downward API (resourceFieldRef) so the two cannot disagree"
+    )
     assert worst <= sizing.memory_limit, (
         f"{settings.workers} workers x ({settings.worker_baseline_bytes / MIB:.0f} MiB + "
         f"{budget / MIB:.0f} MiB budget) + master exceed the {sizing.memory_limit / MIB:.0f} MiB "
@@ -78,7 +83,7 @@ def test_the_declared_workers_at_full_decode_budget_fit_the_declared_memory_limi
 
 def test_each_reservation_covers_the_measured_peak_of_the_worst_image_of_its_format() -> None:
     rows = decode_cost_tool.measure()
-    record_figures("decode-cost", {"rows": rows})
+    record_figures("decode-cost", {"rows": rows, "load": os.getloadavg()})
     decoded = [r for r in rows if r["outcome"] == "decoded"]
     assert {r["case"].split()[0] for r in decoded} == {"PNG", "WebP", "GIF", "BMP", "JPEG"}
     for row in decoded:

@@ -46,7 +46,7 @@ MASTER_BYTES = 48 * MIB
 # the small reservations of ordinary photos (a JPEG photo with draft decoding needs < 16 MiB).
 HEAVY_SHARE = 0.75
 SMALL_RESERVATION = 16 * MIB
-SLACK_BYTES = 4 * MIB  # codec state, row buffers, resampling coefficients, lazy imports
+SLACK_BYTES = 4 * MIB  # codec state, palettes, row buffers, resampling coefficients
 
 # Pixels one image may have, per format, within the global GATEWAY_MAX_IMAGE_PIXELS. The model
 # needs 112-299 px a side, so these only decide which large images are worth their decode:
@@ -142,7 +142,8 @@ def decode_cost(image: Image.Image, spec: ResizeSpec, encoded_bytes: int) -> int
         stages.append(rgba + rgb)  # convert("RGBA") first when there is transparency
     # the resize: the RGB image (the original itself when it is RGB) plus one resampling pass
     stages.append(rgb + max(spec.width * height, width * spec.height) * 4)
-    return encoded_bytes + held + max(stages) + SLACK_BYTES
+    modelled = encoded_bytes + held + max(stages)
+    return modelled + modelled // 20 + SLACK_BYTES  # 5 %: allocator and codec overheads
 
 
 # glibc's mallopt parameter; a fixed value also turns off its dynamic adjustment (malloc(3)).
