@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from gateway.app import create_app
 from gateway.budget import (
     DEFAULT_MEMORY_LIMIT,
@@ -22,9 +21,10 @@ from gateway.budget import (
     worker_budget,
     worst_case_bytes,
 )
+from gateway.contract import ResizeSpec
 from gateway.errors import DecodeBusy, ImageTooCostly, TooManyPixels
+from gateway.fetch import FetchedImage
 from gateway.images import load_model_input
-from gateway.preprocessing import ResizeSpec
 from gateway.service import decode_budget
 from gateway.settings import Settings, SettingsError
 from PIL import Image
@@ -157,30 +157,52 @@ def test_the_reserved_cost_follows_the_decode_path() -> None:
     assert cost(baseline) < 6 < cost(baseline, NO_DRAFT)  # draft decodes at 1/8 scale
 
 
-def test_a_full_budget_answers_503_decode_busy_with_retry_after(settings: Settings) -> None:
+class HeldDownload:
+    """A downloader that holds its download until `release` (its reservation stays held)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.started = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, url: str) -> FetchedImage:
+        self.started.set()
+        self.released.wait(10)
+        return FetchedImage(data=self.data, final_url=url, elapsed=0.0)
+
+
+def test_a_full_budget_answers_503_decode_busy_with_retry_after_and_photos_still_pass(
+    settings: Settings,
+) -> None:
+    # a 40 MiB decode budget per worker: (352 MiB - 48) / 2 - 112; costly decodes get 30 MiB
     tight = replace(
         settings,
+        max_image_bytes=12 * MIB,
+        max_body_bytes=13 * MIB,
         max_image_pixels=40_000_000,
-        max_image_bytes=2 * MIB,
-        max_body_bytes=3 * MIB,
-        memory_limit_bytes=1024 * MIB,
+        memory_limit_bytes=352 * MIB,
         decode_wait=0.2,
     )
-    app: Flask = create_app(tight, predictor=ScriptedPredictor({}))
-    budget = app.extensions["gateway"]["classifier"].budget
+    photo = bombs.jpeg((640, 480))
+    download = HeldDownload(photo)
+    app = create_app(tight, predictor=ScriptedPredictor({}), fetcher=download)
+    costly = bombs.png((1800, 1800))  # grey: about 21 MiB to decode
+    held = threading.Thread(
+        target=lambda: app.test_client().post("/predict", json={"url": "http://i.test/a.jpg"})
+    )
+    held.start()  # reserves the largest image's 12 MiB for its download
+    assert download.started.wait(5)
     client = app.test_client()
-    bomb = bombs.png((4000, 4000), 3, transparent=True)
-    with budget.reserve(budget.heavy_capacity - 100 * MIB):
-        busy = client.post("/predict", data={"file": (io.BytesIO(bomb), "b.png")})
-        photo = client.post(
-            "/predict", data={"file": (io.BytesIO(bombs.jpeg((640, 480))), "p.jpg")}
-        )
+    busy = client.post("/predict", data={"file": (io.BytesIO(costly), "c.png")})
+    small = client.post("/predict", data={"file": (io.BytesIO(photo), "p.jpg")})
+    download.released.set()
+    held.join()
     assert busy.status_code == 503
     assert busy.get_json()["error"]["code"] == "decode_busy"
     assert busy.headers["Retry-After"] == str(tight.retry_after)
-    assert photo.status_code == 200  # the quarter kept for small images
-    assert client.post("/predict", data={"file": (io.BytesIO(bomb), "b.png")}).status_code == 200
-    assert budget.in_use == 0
+    assert small.status_code == 200  # the quarter kept for small images
+    after = client.post("/predict", data={"file": (io.BytesIO(costly), "c.png")})
+    assert after.status_code == 200
 
 
 def test_a_json_body_larger_than_the_largest_batch_is_413_before_it_is_parsed(

@@ -29,7 +29,10 @@ LIMITS = {"max_bytes": 5_000_000, "max_pixels": 40_000_000}
 
 
 def load(data: bytes, spec: ResizeSpec = SPEC, **limits: int) -> np.ndarray:
-    return load_model_input(data, spec, **{**LIMITS, **limits})
+    merged = {**LIMITS, **limits}
+    return load_model_input(
+        data, spec, max_bytes=merged["max_bytes"], max_pixels=merged["max_pixels"]
+    )
 
 
 def png_header_only(width: int, height: int) -> bytes:

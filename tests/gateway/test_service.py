@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Mapping
@@ -114,7 +115,7 @@ def test_a_url_is_downloaded_prepared_and_scored_with_each_stage_timed() -> None
 def test_uploaded_bytes_skip_the_download() -> None:
     fetcher = TableFetcher({})
     watch = Stopwatch()
-    answer = classifier(fetcher).classify_bytes(BLUE, "r6", watch)
+    answer = classifier(fetcher).classify_upload(io.BytesIO(BLUE), len(BLUE), "r6", watch)
     assert answer["top"] == "blue" and answer["model"]["version"] == 3
     assert fetcher.finished == []
     assert list(watch.stages) == ["preprocess", "model"]

@@ -55,9 +55,9 @@ def child(name: str) -> dict[str, Any]:
     import time
 
     from gateway.budget import decode_cost, return_freed_images_to_os
+    from gateway.contract import ResizeSpec
     from gateway.errors import GatewayError
     from gateway.images import load_model_input
-    from gateway.preprocessing import ResizeSpec
     from PIL import Image
 
     return_freed_images_to_os()

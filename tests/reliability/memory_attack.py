@@ -31,11 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from local_stack import GATEWAY_DIR, Running, start_model_server, stop, wait_until_ready
-from local_stack import http_get as local_get
 
-from tests.conftest import DATASET_DIR, DEMO_MODEL_BASE, GATEWAY_PYTHON, REPO_ROOT
-from tests.e2e.conftest import free_port
+from clothing_tools.local_stack import (
+    GATEWAY_DIR,
+    Running,
+    free_port,
+    start_model_server,
+    stop,
+    wait_until_ready,
+)
+from clothing_tools.local_stack import http_get as local_get
+from tests.helpers import DATASET_DIR, DEMO_MODEL_BASE, GATEWAY_PYTHON, REPO_ROOT
 from tests.reliability import bombs, hostile
 from tests.reliability.memcg import MemoryCgroup
 from tests.reliability.sizing import DeclaredSizing

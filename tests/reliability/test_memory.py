@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from gateway.budget import HEAVY_SHARE, MIB, decode_cost, worker_budget, worst_case_bytes
-from gateway.preprocessing import ResizeSpec
+from gateway.contract import ResizeSpec
 from PIL import Image
 
 from tests.reliability import bombs, memory_attack
 from tests.reliability import decode_cost as decode_cost_tool
-from tests.reliability.conftest import record_figures
 from tests.reliability.memcg import CgroupUnavailable, MemoryCgroup
 from tests.reliability.sizing import DeclaredSizing, declared_gateway_sizing
+from tests.reliability.support import record_figures
 
 # What the model may ask for: the demo's 112 px, up to Xception's 299 px, with or without draft.
 SPECS = [ResizeSpec(112, 112, "bilinear", True), ResizeSpec(299, 299, "bilinear", False)]

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from gateway.contract import ResizeSpec
 from gateway.errors import DecodeBusy, ImageTooCostly
-from gateway.preprocessing import ORIENTATION_TAG, QUARTER_TURNS, ResizeSpec
+from gateway.preprocessing import ORIENTATION_TAG, QUARTER_TURNS
 
 log = logging.getLogger("gateway.budget")
 

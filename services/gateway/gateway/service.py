@@ -23,7 +23,7 @@ from gateway.fetch import FetchedImage
 from gateway.images import load_model_input
 from gateway.metrics import Metrics
 from gateway.predictor import ModelInfo, Prediction, Predictor
-from gateway.settings import ENV_NAMES, Settings, SettingsError
+from gateway.settings import Settings, SettingsError, env_name
 
 log = logging.getLogger("gateway.service")
 
@@ -195,8 +195,8 @@ def decode_budget(settings: Settings) -> DecodeBudget:
     if capacity < 32 * 1024 * 1024:
         raise SettingsError(
             f"a memory limit of {limit} bytes (from {source}) leaves {capacity} bytes per "
-            f"worker for decoding images with {ENV_NAMES['workers']}={settings.workers} and "
-            f"{ENV_NAMES['worker_baseline_bytes']}={settings.worker_baseline_bytes}; "
+            f"worker for decoding images with {env_name('workers')}={settings.workers} and "
+            f"{env_name('worker_baseline_bytes')}={settings.worker_baseline_bytes}; "
             "give the container more memory or run fewer workers"
         )
     log.info(
