@@ -194,7 +194,10 @@ def memory_section() -> list[str]:
         f"limit - {MASTER_BYTES >> 20} MiB for the gunicorn master) / workers - "
         "`GATEWAY_WORKER_BASELINE_BYTES`; the limit is `GATEWAY_MEMORY_LIMIT_BYTES` (set by "
         "the Pulumi program from the pod's limit), else the cgroup's, else 768 MiB. Workers "
-        "set glibc's mmap threshold to 1 MiB so a freed image goes back to the OS at once.",
+        "set glibc's mmap threshold to 1 MiB so a freed image goes back to the OS at once. "
+        "JSON bodies are limited to the largest real one (a full batch of the longest URLs, "
+        "about 400 KB): parsing JSON costs about 20 times its size (an 11 MiB body of empty "
+        "lists took 246 MiB and 0.7 s), so larger ones get 413 `payload_too_large` unparsed.",
         "",
         f"Pixel caps: {caps}; JPEGs that are progressive or decoded in full (a model without "
         "draft decoding) have the 16 Mpx cap too. Every format also has the global "
