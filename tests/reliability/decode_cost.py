@@ -26,12 +26,14 @@ GATEWAY_PYTHON = REPO / ".venv-gateway" / "bin" / "python"
 FIGURES = REPO / "build" / "reliability"
 CAP = (4000, 4000)  # 16 Mpx: PNG, GIF, BMP, progressive JPEG
 WEBP_CAP = (2828, 2828)  # 8 Mpx
+PHOTOS = REPO.parent / "shared" / "clothing-dataset-small" / "validation"
 
 
 def cases() -> dict[str, tuple[str, tuple[int, int], dict[str, Any]]]:
     """name -> (bombs function, size, options): each format's worst at its cap and at 40 Mpx."""
     big = bombs.BOMB_SIZE
-    return {
+    photo_case = {"a real photo (validation set)": ("photo", (0, 0), {})} if PHOTOS.is_dir() else {}
+    return photo_case | {
         "PNG grey 16 Mpx": ("png", CAP, {"colour_type": 0}),
         "PNG RGBA + EXIF rotation 16 Mpx": ("png", CAP, {"colour_type": 6, "rotated": True}),
         "PNG palette + tRNS 16 Mpx": ("png", CAP, {"colour_type": 3, "transparent": True}),
@@ -46,6 +48,11 @@ def cases() -> dict[str, tuple[str, tuple[int, int], dict[str, Any]]]:
         "JPEG progressive 40 Mpx": ("jpeg", big, {"progressive": True}),
         "JPEG baseline 40 Mpx": ("jpeg", big, {}),
     }
+
+
+def photo() -> bytes:
+    """The first validation photo of the dataset (for comparison with the bombs)."""
+    return next(iter(sorted(PHOTOS.glob("*/*.jpg")))).read_bytes()
 
 
 def child(name: str) -> dict[str, Any]:
@@ -63,11 +70,12 @@ def child(name: str) -> dict[str, Any]:
     return_freed_images_to_os()
     Image.init()  # import every plugin now: a worker has done it at its first WebP or GIF
     function, size, options = cases()[name]
-    data: bytes = getattr(bombs, function)(size, **options)
+    data: bytes = photo() if function == "photo" else getattr(bombs, function)(size, **options)
     spec = ResizeSpec(112, 112, "bilinear", True)
     with Image.open(io.BytesIO(data)) as header:
         estimate = decode_cost(header, spec, len(data))
         mode = header.mode
+        pixels = header.size[0] * header.size[1]
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve from the parent (a big pytest
     # process would hide the decode); "5" to clear_refs resets VmHWM to the current RSS.
     Path("/proc/self/clear_refs").write_text("5")
@@ -83,7 +91,7 @@ def child(name: str) -> dict[str, Any]:
     return {
         "case": name,
         "bytes": len(data),
-        "pixels": size[0] * size[1],
+        "pixels": pixels,
         "mode": mode,
         "outcome": outcome,
         "peak_rss_growth_mib": round((_status_kib("VmHWM") - rss_before) / 1024, 1),

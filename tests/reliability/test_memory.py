@@ -85,7 +85,7 @@ def test_each_reservation_covers_the_measured_peak_of_the_worst_image_of_its_for
     rows = decode_cost_tool.measure()
     record_figures("decode-cost", {"rows": rows, "load": os.getloadavg()})
     decoded = [r for r in rows if r["outcome"] == "decoded"]
-    assert {r["case"].split()[0] for r in decoded} == {"PNG", "WebP", "GIF", "BMP", "JPEG"}
+    assert {r["case"].split()[0] for r in decoded} >= {"PNG", "WebP", "GIF", "BMP", "JPEG"}
     for row in decoded:
         assert row["peak_rss_growth_mib"] <= row["reserved_mib"], row
     for row in rows:
