@@ -29,10 +29,15 @@ WEBP_CAP = (2828, 2828)  # 8 Mpx
 PHOTOS = REPO.parent / "shared" / "clothing-dataset-small" / "validation"
 
 
-def cases() -> dict[str, tuple[str, tuple[int, int], dict[str, Any]]]:
+Case = tuple[str, tuple[int, int], dict[str, Any]]
+
+
+def cases() -> dict[str, Case]:
     """name -> (bombs function, size, options): each format's worst at its cap and at 40 Mpx."""
     big = bombs.BOMB_SIZE
-    photo_case = {"a real photo (validation set)": ("photo", (0, 0), {})} if PHOTOS.is_dir() else {}
+    photo_case: dict[str, Case] = {}
+    if PHOTOS.is_dir():
+        photo_case["a real photo (validation set)"] = ("photo", (0, 0), {})
     return photo_case | {
         "PNG grey 16 Mpx": ("png", CAP, {"colour_type": 0}),
         "PNG RGBA + EXIF rotation 16 Mpx": ("png", CAP, {"colour_type": 6, "rotated": True}),
