@@ -259,9 +259,10 @@ def memory_section() -> list[str]:
         "16 Mpx palette+transparency PNGs, 2 uploads each of the worst image of every format "
         "at its cap and at 40 Mpx, huge-dimension headers, while 4 clients upload real photos "
         "from the dataset. `make soak` repeats every attack for 2 minutes. Re-run with "
-        "`PYTHONPATH=scripts:services/gateway:infra .venv/bin/python -m "
-        "tests.reliability.memory_attack --seconds 120` (`--gateway-dir` for another "
-        "checkout's gateway).",
+        "`.venv/bin/python -m tests.reliability.memory_attack --seconds 120` (as root, for "
+        "the cgroup; `--gateway-dir` runs another checkout's gateway, `--threads` another "
+        'thread count). The "before" rows are that command with `--gateway-dir` on '
+        "`git archive 25f72c9 services/gateway`.",
         "",
         "| run | workers x threads | hostile requests | answered acceptably | photos 200 | no "
         "answer | OOM kills | worker SIGKILLs | cgroup peak (MiB) | largest process RSS "
