@@ -168,6 +168,7 @@ ATTACK_RUNS = (
     ("memory-short", "with the budget: every attack, one round (`make test`)"),
     ("memory-long", "with the budget: every attack repeated (`make soak`)"),
     ("memory-threads32", "with the budget, 32 threads per worker: every attack, one round"),
+    ("memory-threads64", "with the budget, 64 threads per worker: every attack, one round"),
 )
 
 
