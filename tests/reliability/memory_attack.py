@@ -51,6 +51,13 @@ CAP_SIDE = 4000  # 16 Mpx: the PNG, GIF and BMP cap (gateway.budget.PIXEL_CAPS)
 WEBP_CAP_SIZE = (2828, 2828)  # 8 Mpx: the WebP cap
 PHOTO_CLIENTS = 4
 CLIENT_TIMEOUT = 120.0
+# The declared settings that decide memory; the pod's others (binds, API keys, metrics) are
+# not for a loopback test gateway.
+MEMORY_SETTINGS = frozenset({
+    "GATEWAY_WORKER_BASELINE_BYTES", "GATEWAY_DECODE_WAIT_SECONDS", "GATEWAY_MAX_IMAGE_BYTES",
+    "GATEWAY_MAX_IMAGE_PIXELS", "GATEWAY_MAX_BODY_BYTES", "GATEWAY_BATCH_MAX_URLS",
+    "GATEWAY_DOWNLOAD_CONCURRENCY",
+})  # fmt: skip
 SIGKILL_LINE = re.compile(r"was sent SIGKILL|Perhaps out of memory|WORKER TIMEOUT")
 
 
@@ -225,6 +232,7 @@ def gateway_in_cgroup(
     environment.update({
         "TF_SERVING_HOST": model.grpc_target, "GATEWAY_BIND": f"127.0.0.1:{port}",
         "GATEWAY_ALLOW_PRIVATE_URLS": "true", "PYTHONDONTWRITEBYTECODE": "1",
+        "GATEWAY_METRICS_BIND": f"127.0.0.1:{free_port()}",  # loopback only, never 0.0.0.0
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="memcg-") as scratch:
         python = cgroup.wrapper(GATEWAY_PYTHON, Path(scratch))
@@ -318,7 +326,8 @@ def measure(
     """One whole run in a fresh cgroup; the figures (also written to memory-<label>.json)."""
     logs = Path(tempfile.mkdtemp(prefix="memory-attack-"))
     cgroup = MemoryCgroup.create(f"gateway-{label}-{os.getpid()}", sizing.memory_limit)
-    gateway_env = {**sizing.env, "GATEWAY_WORKERS": str(sizing.workers),
+    declared = {k: v for k, v in sizing.env.items() if k in MEMORY_SETTINGS}
+    gateway_env = {**declared, "GATEWAY_WORKERS": str(sizing.workers),
                    "GATEWAY_THREADS": str(sizing.threads),
                    "GATEWAY_MEMORY_LIMIT_BYTES": str(sizing.memory_limit),
                    "GATEWAY_LOG_LEVEL": "WARNING", **(env or {})}  # fmt: skip
