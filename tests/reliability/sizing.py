@@ -1,6 +1,6 @@
 """The gateway pod's sizing as the Pulumi program declares it, read from the program itself.
 
-The program runs under Pulumi's mocks (tests/infra/program_runner.py, the dev stack's config)
+The program runs under Pulumi's mocks (clothing_infra.declared, the dev stack's config)
 and we read the gateway Deployment it declared: the container's memory limit, and the
 GATEWAY_* environment (workers, threads, the downward-API memory limit). Reading the declared
 manifest, not a Python constant, keeps working however infra/ arranges its declaration.
@@ -9,14 +9,11 @@ manifest, not a Python constant, keeps working however infra/ arranges its decla
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from clothing_infra.declared import declare
 from gateway.settings import Settings
-
-from tests.infra.conftest import finish, run_program, variant_configs, write_model_layout
 
 _UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
@@ -69,8 +66,4 @@ def gateway_sizing(deployment: dict[str, Any]) -> DeclaredSizing:
 
 def declared_gateway_sizing() -> DeclaredSizing:
     """Run the Pulumi program (dev stack, mocks) and read the gateway Deployment's sizing."""
-    with tempfile.TemporaryDirectory(prefix="sizing-") as workdir:
-        root = Path(workdir)
-        config = variant_configs(write_model_layout(root / "clothing-model"))["default"]
-        declared = finish(run_program(config, root / "run"), root / "run")
-        return gateway_sizing(declared.k8s("Deployment", "gateway"))
+    return gateway_sizing(declare().k8s("Deployment", "gateway"))
