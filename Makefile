@@ -9,12 +9,13 @@ GATEWAY_VENV := $(CURDIR)/.venv-gateway
 TOOLS_VENV := $(CURDIR)/.venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env fuzz soak clean
+.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env capacity fuzz soak clean
 
 help:
 	@echo "make local   run the model server and the gateway on loopback with the demo model"
 	@echo "make test    install everything needed and run every test"
 	@echo "make bench   benchmarks (writes docs/benchmarks.md)"
+	@echo "make capacity  capacity and cost report from the benchmarks (writes docs/capacity.md)"
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv==$(UV_VERSION)
@@ -62,6 +63,11 @@ bench-env: uv
 
 bench: sync gateway-env bench-env
 	$(UV) run --frozen python -m benchmarks
+
+# Replicas, nodes and monthly cost (EKS against Lambda) from docs/benchmarks.md's measured CPU,
+# the infra program's declared sizes (run under Pulumi's mocks) and benchmarks/prices.toml.
+capacity: sync
+	$(UV) run --frozen python -m benchmarks.capacity
 
 # Schemathesis on the OpenAPI document, many more examples than `make test` (writes docs/reliability.md).
 fuzz: sync gateway-env
