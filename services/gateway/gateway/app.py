@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.netguard import MAX_URL_LENGTH
 from gateway.predictor import Predictor
+from gateway.request_ids import new_request_id
 from gateway.service import Classifier, Fetcher, Stopwatch, model_json
 from gateway.settings import Settings
 
@@ -100,14 +100,14 @@ def create_app(
     def start_request() -> None:
         g.started = time.perf_counter()
         header = request.headers.get("X-Request-ID", "")
-        g.request_id = header if REQUEST_ID.match(header) else uuid.uuid4().hex
+        g.request_id = header if REQUEST_ID.match(header) else new_request_id()
         g.error_code = None
         g.items = None
         g.stopwatch = Stopwatch()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
-        request_id = g.get("request_id") or uuid.uuid4().hex
+        request_id = g.get("request_id") or new_request_id()
         response.headers["X-Request-ID"] = request_id
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)

@@ -11,14 +11,41 @@ not a route of the app: the gunicorn master serves it on GATEWAY_METRICS_BIND
 from __future__ import annotations
 
 import os
+import threading
+from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BYTES_BUCKETS = tuple(float(4**n * 1024) for n in range(1, 9))  # 4 KiB .. 64 MiB
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up once per label values.
+
+    prometheus_client's `labels()` validates and stringifies the values and takes the
+    metric's lock on every call; the gateway calls it a few times per request with a small,
+    fixed set of values, so the children are kept here (reads of a dict need no lock)."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, *values: str) -> M:
+        """The child for these label values (created on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(values, self.metric.labels(*values))
+        return child
 
 
 class Metrics:
@@ -27,18 +54,22 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "gateway_requests_total",
-            "HTTP requests answered",
-            ["route", "method", "status"],
-            registry=r,
+        self.requests = Labelled(
+            Counter(
+                "gateway_requests_total",
+                "HTTP requests answered",
+                ["route", "method", "status"],
+                registry=r,
+            )
         )
-        self.request_seconds = Histogram(
-            "gateway_request_duration_seconds",
-            "HTTP request latency",
-            ["route", "method", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = Labelled(
+            Histogram(
+                "gateway_request_duration_seconds",
+                "HTTP request latency",
+                ["route", "method", "status"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
         self.download_seconds = Histogram(
             "gateway_download_duration_seconds",
@@ -52,12 +83,14 @@ class Metrics:
             buckets=BYTES_BUCKETS,
             registry=r,
         )
-        self.model_seconds = Histogram(
-            "gateway_model_duration_seconds",
-            "TF Serving Predict latency",
-            ["outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.model_seconds = Labelled(
+            Histogram(
+                "gateway_model_duration_seconds",
+                "TF Serving Predict latency",
+                ["outcome"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
         self.model_batch_size = Histogram(
             "gateway_model_batch_size",
@@ -65,12 +98,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.rejections = Counter(
-            "gateway_rejections_total",
-            "requests or batch items refused, by error code and reason (e.g. forbidden_url "
-            "with reason loopback)",
-            ["code", "reason"],
-            registry=r,
+        self.rejections = Labelled(
+            Counter(
+                "gateway_rejections_total",
+                "requests or batch items refused, by error code and reason (e.g. forbidden_url "
+                "with reason loopback)",
+                ["code", "reason"],
+                registry=r,
+            )
         )
 
 
