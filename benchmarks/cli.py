@@ -33,6 +33,7 @@ from benchmarks.photos import load_photos, photo_server
 from benchmarks.profiling import profile_under_load
 from benchmarks.report import Section, machine, markdown, text_table, write_atomically
 from benchmarks.stack import model_server, our_gateway, seed_gateway
+from benchmarks.stages import kept_section, with_section
 from benchmarks.twins import export_seed_twin
 
 PROG = "benchmarks"
@@ -259,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup=setup_facts(settings, model),
             appendix=profiles,
         )
+        # The stage-by-stage CPU section comes from its own, longer run (benchmarks.stages).
+        previous = settings.output.read_text("utf-8") if settings.output.exists() else ""
+        if kept := kept_section(previous):
+            document = with_section(document, kept)
         write_atomically(settings.output, document)
         print(f"{PROG}: wrote {settings.output}")
     return 1 if any(section.error for section in sections) else 0

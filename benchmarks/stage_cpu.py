@@ -107,6 +107,12 @@ def install_ours(worker: Any) -> None:
         setattr(cls, method, timed("metrics", getattr(cls, method)))
     pm.MetricWrapperBase.labels = timed("metrics", pm.MetricWrapperBase.labels)  # type: ignore[method-assign]
     logging.Handler.handle = timed("logging", logging.Handler.handle)  # type: ignore[method-assign]
+    try:  # the gateway's own handler skips Handler.handle
+        from gateway.logs import LineHandler
+
+        LineHandler.handle = timed("logging", LineHandler.handle)  # type: ignore[method-assign]
+    except ImportError:
+        pass
     _wrap_app(worker)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import functools
 import json
 import os
@@ -36,10 +37,13 @@ from benchmarks.context import SEED_MODEL_NAME
 from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos, photo_server
 from benchmarks.profiling import profile_under_load
+from benchmarks.report import write_atomically
 from benchmarks.stack import Gateway, _started, free_port, model_server
 from benchmarks.twins import export_seed_twin
 
 PROG = "benchmarks.stages"
+BEGIN = "<!-- section:gateway-cpu-by-stage -->"
+END = "<!-- /section:gateway-cpu-by-stage -->"
 LAUNCHER = REPO / "benchmarks" / "stage_cpu.py"
 ORDER = (
     "download",
@@ -169,6 +173,47 @@ def table(results: dict[str, dict[int, dict[str, float]]], clients: Sequence[int
     return "\n".join(lines)
 
 
+def kept_section(document: str) -> str:
+    """The stage section of an existing docs/benchmarks.md, markers included ("" if none)."""
+    start, end = document.find(BEGIN), document.find(END)
+    return document[start : end + len(END)] if 0 <= start < end else ""
+
+
+def with_section(document: str, section: str) -> str:
+    """`document` with its stage section replaced by `section` (or put before the profiles)."""
+    old = kept_section(document)
+    if old:
+        return document.replace(old, section)
+    marker = "\n## Profiles"
+    at = document.find(marker)
+    if at < 0:
+        return document.rstrip("\n") + "\n\n" + section + "\n"
+    return document[: at + 1] + section + "\n\n" + document[at + 1 :]
+
+
+def section_text(body: str, command: str) -> str:
+    """The Markdown section for docs/benchmarks.md."""
+    return "\n".join(
+        [
+            BEGIN,
+            "## Gateway CPU by stage",
+            "",
+            f"Written by `{command}` ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC); `make "
+            "bench` keeps this section as it is. Each gateway runs under gunicorn (2 gthread "
+            "workers x 8 threads) through benchmarks/stage_cpu.py, which wraps the functions of "
+            "each stage with a thread-CPU clock (exclusive of nested stages) in every worker; "
+            "wrk drives it as in B3. CPU per answered request, in ms. 'gunicorn in request "
+            "threads' is the request threads' CPU outside the app (request parsing, response "
+            "writing); 'other threads' is the rest of the process (gRPC's core threads, the "
+            "download watchdog, lookup pools). The wrappers themselves add a few microseconds "
+            "per stage to both gateways.",
+            "",
+            body,
+            END,
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start everything, measure each gateway at each client count, print the table."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -176,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--work-dir", type=Path)
-    parser.add_argument("--py-spy", type=float, default=0.0, help="seconds of py-spy --native")
+    parser.add_argument("--py-spy", type=float, default=0.0, help="seconds of py-spy at the top")
+    parser.add_argument("--output", type=Path, help="put the table in this benchmarks document")
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="stages-"))
@@ -235,13 +281,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     load_after = os.getloadavg()
-    print()
-    print(table(results, clients))
-    print(
-        f"\nload average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
-        f"after {', '.join(f'{x:.2f}' for x in load_after)}; {args.duration:g} s per point; "
-        f"work folder {work}"
+    body = (
+        table(results, clients)
+        + "\n\nLoad average (1, 5, 15 min) of the shared machine: before "
+        + ", ".join(f"{x:.2f}" for x in load_before)
+        + ", after "
+        + ", ".join(f"{x:.2f}" for x in load_after)
+        + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up."
     )
+    print()
+    print(body)
+    print(f"\n{PROG}: work folder {work}")
+    if args.output is not None:
+        command = " ".join(
+            ["python -m benchmarks.stages", *(sys.argv[1:] if argv is None else argv)]
+        )
+        document = args.output.read_text("utf-8") if args.output.exists() else ""
+        write_atomically(args.output, with_section(document, section_text(body, command)))
+        print(f"{PROG}: wrote its section of {args.output}")
     errors = {
         f"{k} {c}": v["errors"] for k, r in results.items() for c, v in r.items() if v["errors"]
     }
