@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not seed_base.is_dir():
         export_seed_twin(model.version_dir, seed_base, model.height, model.width)
     load_before = os.getloadavg()
+    profile = ""
     results: dict[str, dict[int, dict[str, float]]] = {"ours": {}, "seed": {}}
     with contextlib.ExitStack() as running:
         photo = running.enter_context(photo_server(DEFAULT_DATASET, work / "logs" / "photos.log"))
@@ -270,16 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[label][c] = measure(gateway, out, bodies, c, args.duration)
         if args.py_spy > 0:
             gateway, _ = gateways["ours"]
-
-            print(
-                profile_under_load(
-                    gateway.pid,
-                    server.process.pid,
-                    functools.partial(run_wrk, f"{gateway.url}/predict", bodies, max(clients)),
-                    args.py_spy,
-                    work / "profiles" / "ours",
-                )
+            profile = profile_under_load(
+                gateway.pid,
+                server.process.pid,
+                functools.partial(run_wrk, f"{gateway.url}/predict", bodies, max(clients)),
+                args.py_spy,
+                work / "profiles" / "ours",
             )
+            profile = profile.replace("### ", "#### ")
+            print(profile)
     load_after = os.getloadavg()
     body = (
         table(results, clients)
@@ -289,6 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}" for x in load_after)
         + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up."
     )
+    if profile:
+        body += (
+            f"\n\n### What remains: py-spy on ours at {max(clients)} clients, "
+            f"{args.py_spy:g} s\n\n{profile.strip()}"
+        )
     print()
     print(body)
     print(f"\n{PROG}: work folder {work}")
