@@ -40,6 +40,7 @@ from benchmarks.profiling import profile_under_load
 from benchmarks.report import write_atomically
 from benchmarks.stack import Gateway, _started, free_port, model_server
 from benchmarks.twins import export_seed_twin
+from clothing_tools.local_stack import http_get, wait_until_ready
 
 PROG = "benchmarks.stages"
 BEGIN = "<!-- section:gateway-cpu-by-stage -->"
@@ -79,8 +80,6 @@ def staged_gateway(
     threads: int = 8,
 ) -> Iterator[Gateway]:
     """One gateway under stage_cpu.py; ours with its own gunicorn.conf.py."""
-    from local_stack import http_get, wait_until_ready  # on sys.path once benchmarks.config ran
-
     port = free_port()
     if which == "ours":
         python = GATEWAY_VENV / "bin" / "python"
