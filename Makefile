@@ -9,12 +9,13 @@ GATEWAY_VENV := $(CURDIR)/.venv-gateway
 TOOLS_VENV := $(CURDIR)/.venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env capacity fuzz soak clean
+.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env stages capacity fuzz soak clean
 
 help:
 	@echo "make local   run the model server and the gateway on loopback with the demo model"
 	@echo "make test    install everything needed and run every test"
 	@echo "make bench   benchmarks (writes docs/benchmarks.md)"
+	@echo "make stages  the gateways' CPU per request by stage (a section of docs/benchmarks.md)"
 	@echo "make capacity  capacity and cost report from the benchmarks (writes docs/capacity.md)"
 
 $(CURDIR)/.tools/uv/bin/uv:
@@ -63,6 +64,11 @@ bench-env: uv
 
 bench: sync gateway-env bench-env
 	$(UV) run --frozen python -m benchmarks
+
+# The gateways' CPU per request, stage by stage, at 1, 8 and 32 clients (its own section of
+# docs/benchmarks.md, which `make bench` keeps).
+stages: sync gateway-env bench-env
+	$(UV) run --frozen python -m benchmarks.stages --py-spy 10 --output docs/benchmarks.md
 
 # Replicas, nodes and monthly cost (EKS against Lambda) from docs/benchmarks.md's measured CPU,
 # the infra program's declared sizes (run under Pulumi's mocks) and benchmarks/prices.toml.
