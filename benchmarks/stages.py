@@ -38,7 +38,7 @@ from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos, photo_server
 from benchmarks.profiling import profile_under_load
 from benchmarks.report import write_atomically
-from benchmarks.stack import Gateway, _started, free_port, model_server
+from benchmarks.stack import Gateway, _started, free_port, model_server, our_gateway
 from benchmarks.twins import export_seed_twin
 from clothing_tools.local_stack import http_get, wait_until_ready
 
@@ -300,11 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{PROG}: {label}, {c} clients ...", flush=True)
                 results[label][c] = measure(gateway, out, bodies, c, args.duration)
         if args.py_spy > 0:
-            gateway, _ = gateways["ours"]
+            # Sampled without the counters (their wrappers would show in the profile).
+            plain = running.enter_context(
+                our_gateway(server, workers=2, threads=8, log=work / "logs" / "plain.log")
+            )
             profile = profile_under_load(
-                gateway.pid,
+                plain.pid,
                 server.process.pid,
-                functools.partial(run_wrk, f"{gateway.url}/predict", bodies, max(clients)),
+                functools.partial(run_wrk, f"{plain.url}/predict", bodies, max(clients)),
                 args.py_spy,
                 work / "profiles" / "ours",
             )
@@ -330,8 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(body)
     print(f"\n{PROG}: work folder {work}")
     if args.output is not None:
-        command = " ".join(
-            ["python -m benchmarks.stages", *(sys.argv[1:] if argv is None else argv)]
+        command = (
+            f"python -m benchmarks.stages --clients {args.clients} --duration {args.duration:g}"
+            f" --photos {args.photos} --py-spy {args.py_spy:g}"
         )
         document = args.output.read_text("utf-8") if args.output.exists() else ""
         write_atomically(args.output, with_section(document, section_text(body, command)))
