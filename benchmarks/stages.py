@@ -46,6 +46,7 @@ PROG = "benchmarks.stages"
 BEGIN = "<!-- section:gateway-cpu-by-stage -->"
 END = "<!-- /section:gateway-cpu-by-stage -->"
 LAUNCHER = REPO / "benchmarks" / "stage_cpu.py"
+NOTES = REPO / "benchmarks" / "stages_notes.md"  # hand-written: what was changed and tried
 ORDER = (
     "download",
     "decode/resize",
@@ -324,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}" for x in load_after)
         + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up."
     )
+    if NOTES.is_file():
+        body += "\n\n" + NOTES.read_text("utf-8").strip()
     if profile:
         body += (
             f"\n\n### What remains: py-spy on ours at {max(clients)} clients, "
