@@ -37,10 +37,11 @@ from urllib.parse import urljoin
 
 import certifi
 import urllib3.exceptions
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection
 from urllib3.response import BaseHTTPResponse
 
 from gateway.deadline import Deadline
+from gateway.dial import DialedHTTPConnection, DialedHTTPSConnection
 from gateway.errors import (
     DownloadTimeout,
     GatewayError,
@@ -231,7 +232,7 @@ def _connect(
             break
         conn: HTTPConnection
         if target.scheme == "https":
-            conn = HTTPSConnection(
+            conn = DialedHTTPSConnection(
                 str(ip),
                 target.port,
                 timeout=timeout,
@@ -239,7 +240,7 @@ def _connect(
                 ssl_context=_tls_context(policy.ca_certs),
             )
         else:
-            conn = HTTPConnection(str(ip), target.port, timeout=timeout)
+            conn = DialedHTTPConnection(str(ip), target.port, timeout=timeout)
         try:
             conn.connect()
         except _NETWORK_ERRORS as exc:
