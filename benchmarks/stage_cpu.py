@@ -148,7 +148,7 @@ def main() -> None:
         install(worker)
         threading.Thread(target=_writer, args=(out,), name="stage-cpu-writer", daemon=True).start()
 
-    class Staged(WSGIApplication):
+    class Staged(WSGIApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             super().load_config()
             self.cfg.set("post_worker_init", post_worker_init)

@@ -38,9 +38,9 @@ from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos, photo_server
 from benchmarks.profiling import profile_under_load
 from benchmarks.report import write_atomically
-from benchmarks.stack import Gateway, _started, free_port, model_server, our_gateway
+from benchmarks.stack import Gateway, _started, model_server, our_gateway
 from benchmarks.twins import export_seed_twin
-from clothing_tools.local_stack import http_get, wait_until_ready
+from clothing_tools.local_stack import free_port, http_get, wait_until_ready
 
 PROG = "benchmarks.stages"
 BEGIN = "<!-- section:gateway-cpu-by-stage -->"

@@ -1,31 +1,23 @@
 """What the Pulumi program declares, read by running it under Pulumi's mocks.
 
-The program runs exactly as tests/infra does (tests/infra/program_runner.py, in its own
-interpreter, cwd infra/), and the sizes are read from what it registered: the rendered
-Deployment, HorizontalPodAutoscaler and Service manifests, the managed node groups, their launch
-templates and the NAT gateways. Nothing is read from infra's Python names, so moving where a
-value is declared (e.g. one gateway sizing declaration) changes nothing here as long as the
-manifests carry it.
+The program runs through the infra package's own harness (`clothing_infra.declared.declare`,
+the one tests/infra uses: a fresh interpreter, cwd infra/), and the sizes are read from what
+it registered: the rendered Deployment, HorizontalPodAutoscaler and Service manifests, the
+managed node groups, their launch templates and the NAT gateways. Nothing is read from
+infra's Python names, so moving where a value is declared (e.g. the one gateway sizing
+declaration) changes nothing here as long as the manifests carry it.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from clothing_infra.declared import ProgramError, declare, dev_config
 
 from benchmarks.config import REPO, BenchError
 
-RUNNER = REPO / "tests" / "infra" / "program_runner.py"
-INFRA = REPO / "infra"
-PROJECT = "clothing-serving"
 POOL_LABEL = "clothing-serving/pool"
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _SUFFIX = {
@@ -90,33 +82,13 @@ class DeclaredStack:
     repositories: int
 
 
-def dev_config(**overrides: str) -> dict[str, str]:
-    """Pulumi.dev.yaml's config, with `key=value` overrides of clothing-serving keys."""
-    document = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text("utf-8"))
-    config = {key: str(value) for key, value in document["config"].items()}
-    config[f"{PROJECT}:model_path"] = str(REPO / "services" / "model" / "clothing-model")
-    config.update({f"{PROJECT}:{key}": value for key, value in overrides.items()})
-    return config
-
-
-def run_program(config: dict[str, str]) -> list[dict[str, Any]]:
-    """The program's registrations under mocks (one fresh interpreter per run)."""
-    with tempfile.TemporaryDirectory(prefix="capacity-infra-") as work:
-        config_file, out = Path(work) / "config.json", Path(work) / "declared.json"
-        config_file.write_text(json.dumps(config))
-        done = subprocess.run(
-            [sys.executable, str(RUNNER), str(config_file), str(out)],
-            cwd=INFRA,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"the infra program failed under mocks: {last}")
-        resources: list[dict[str, Any]] = json.loads(out.read_text())["resources"]
-        return resources
+def run_program(**overrides: str) -> list[dict[str, Any]]:
+    """The program's registrations under mocks for the dev stack with these config keys."""
+    model = str(REPO / "services" / "model" / "clothing-model")
+    try:
+        return declare(dev_config(model_path=model, **overrides)).resources
+    except ProgramError as exc:
+        raise BenchError(f"the infra program failed under mocks: {exc}") from None
 
 
 def _number(value: Any) -> int:
@@ -209,4 +181,4 @@ def parse(resources: list[dict[str, Any]]) -> DeclaredStack:
 
 def declared_stack(**overrides: str) -> DeclaredStack:
     """Run the program for the dev stack (with overrides) and read what it declared."""
-    return parse(run_program(dev_config(**overrides)))
+    return parse(run_program(**overrides))

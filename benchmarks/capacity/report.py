@@ -431,7 +431,7 @@ def build_document(
     lines += ["", "### Declared (the infra program under Pulumi's mocks)", ""]
     lines += [
         "Read by running `infra/__main__.py` under Pulumi's mocks exactly as tests/infra does "
-        "(`tests/infra/program_runner.py`) and taking the rendered Deployment, "
+        "(`clothing_infra.declared.declare`) and taking the rendered Deployment, "
         "HorizontalPodAutoscaler and Service manifests and the managed node groups "
         "(`benchmarks/capacity/declared.py`), so the figures follow the program wherever it "
         "declares them.",
@@ -654,11 +654,14 @@ def build_document(
             for t in default.tiers
         )
         + f"; in the GPU variant {gpu_model.name} {gpu_model.hpa_min} x {gpu_model.gpus} GPU"
-        + ". In the default stack the minimum replicas need "
-        + ", ".join(f"{p.wanted} {p.name} node(s)" for p in floors["on-demand"].pools)
-        + " against node group minimums of "
-        + ", ".join(f"{p.min_nodes}" for p in default.pools)
-        + ". In the GPU variant each model replica "
+        + ". In the default stack the minimum replicas (and the system pods) fit on "
+        + ", ".join(
+            f"{a.nodes_needed(replace(p, min_nodes=0), [(t, t.hpa_min) for t in default.tiers if t.pool == p.name]).nodes} {p.name} node(s)"  # noqa: E501
+            for p in default.pools
+        )
+        + "; the node group minimums keep "
+        + ", ".join(f"{p.min_nodes} {p.name}" for p in default.pools)
+        + " running, so they set the floor. In the GPU variant each model replica "
         f"needs a whole GPU and a {gpu_pool.instance_type} has {gpu_pool.gpus}, so the HPA "
         f"minimum of {gpu_model.hpa_min} forces {gpu_model.hpa_min} GPU nodes (the node group "
         f"minimum of {gpu_pool.min_nodes} never applies), and the GPU floor is "
