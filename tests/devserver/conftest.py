@@ -30,7 +30,12 @@ def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(model_base: Path) -> Iterator[ModelServer]:
     """Both versions served (policy all) with labels stable=1 and canary=2, no batching."""
     model = ModelConfig(MODEL_NAME, model_base, VersionPolicy("all"), LABELS)
-    settings = Settings(models=(model,), grpc_port=free_port(), rest_api_port=free_port())
+    settings = Settings(
+        models=(model,),
+        grpc_port=free_port(),
+        rest_api_port=free_port(),
+        allow_version_labels_for_unavailable_models=True,
+    )
     yield from serve(settings)
 
 

@@ -108,6 +108,11 @@ def test_flags_in_both_spellings_and_defaults(tmp_path: Path) -> None:
     assert not defaults.enable_batching
     flag_off = build_parser().parse_args(["--model_base_path=/m", "--enable_model_warmup=false"])
     assert not settings_from_args(flag_off).enable_model_warmup
+    assert not defaults.allow_version_labels_for_unavailable_models
+    labels_on = build_parser().parse_args(
+        ["--model_base_path=/m", "--allow_version_labels_for_unavailable_models=true"]
+    )
+    assert settings_from_args(labels_on).allow_version_labels_for_unavailable_models
 
 
 def test_batching_parameters_text_proto() -> None:

@@ -19,7 +19,7 @@ import pytest
 import requests
 from devserver.manager import StartupError
 from devserver.server import ModelServer
-from devserver.settings import BatchingParameters, ModelConfig, Settings
+from devserver.settings import BatchingParameters, ModelConfig, Settings, VersionPolicy
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -211,3 +211,44 @@ def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base: 
     log = "".join(seen)
     assert "x-request-id=proc-7" in log
     assert "Received SIGTERM, shutting down" in log and "Server stopped" in log
+
+
+def test_labels_at_startup_need_the_allowing_flag_as_in_tf_serving(model_base):
+    # TF Serving assigns labels before loading the first config, so without
+    # --allow_version_labels_for_unavailable_models any start-up label fails (server_core.cc)
+    labelled = ModelConfig(MODEL_NAME, model_base, VersionPolicy("all"), {"stable": 1})
+    server = ModelServer(Settings(models=(labelled,), grpc_port=free_port(), rest_api_port=0))
+    with pytest.raises(
+        StartupError,
+        match=r"^FAILED_PRECONDITION: Request to assign label to version 1 of model tiny, "
+        r"which is not currently available for inference$",
+    ):
+        server.start()
+    server.stop(0)
+
+
+def test_a_label_may_name_an_unloaded_version_with_the_flag_and_then_finds_nothing(model_base):
+    labelled = ModelConfig(
+        MODEL_NAME, model_base, VersionPolicy("specific", versions=(1,)), {"canary": 2}
+    )
+    settings = Settings(
+        models=(labelled,),
+        grpc_port=free_port(),
+        rest_api_port=0,
+        allow_version_labels_for_unavailable_models=True,
+    )
+    server = ModelServer(settings)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = tiny_model.predict_request(tiny_model.random_images(1, seed=7))
+            request.model_spec.version_label = "canary"
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert caught.value.details() == (
+            f"Servable not found for request: Specific({MODEL_NAME}, 2)"
+        )
+    finally:
+        server.stop(grace_seconds=1)

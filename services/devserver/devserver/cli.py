@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batching_parameters_file", help="BatchingParameters text proto.")
     add("--file_system_poll_wait_seconds", type=int, default=1, help="<= 0: scan only once.")
     add("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
+    add(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="Allow version_labels for versions not loaded yet (needed for labels at start-up).",
+    )
     add("--grpc_max_threads", type=int, default=64, help="gRPC worker threads. Default 64.")
     add(
         "--log_level",
@@ -113,6 +121,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         enable_model_warmup=args.enable_model_warmup,
         grpc_max_threads=args.grpc_max_threads,
+        allow_version_labels_for_unavailable_models=(
+            args.allow_version_labels_for_unavailable_models
+        ),
     )
 
 

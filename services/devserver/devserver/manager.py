@@ -47,8 +47,15 @@ def numeric_versions(base_path: Path) -> list[int]:
 class ServableManager:
     """Loads, serves and unloads model versions; answers lookups by ModelSpec."""
 
-    def __init__(self, models: tuple[ModelConfig, ...], loader: Loader) -> None:
+    def __init__(
+        self,
+        models: tuple[ModelConfig, ...],
+        loader: Loader,
+        *,
+        allow_labels_for_unavailable: bool = False,
+    ) -> None:
         self._models = {model.name: model for model in models}
+        self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self._loader = loader
         self._lock = threading.Lock()
         self._available: dict[str, dict[int, Servable]] = {m.name: {} for m in models}
@@ -61,6 +68,7 @@ class ServableManager:
 
     def load_initial(self) -> None:
         """Load every aspired version of every model; fail if any model ends up with none."""
+        self._check_initial_labels()
         for model in self._models.values():
             if not model.base_path.is_dir():
                 raise StartupError(
@@ -72,6 +80,23 @@ class ServableManager:
             if not self._available[model.name]:
                 raise StartupError(
                     f"No versions of servable {model.name} found under base path {model.base_path}"
+                )
+
+    def _check_initial_labels(self) -> None:
+        """Refuse start-up labels the way TF Serving does without the allowing flag.
+
+        TF Serving's ServerCore::ReloadConfig assigns the labels (UpdateModelVersionLabelMap)
+        before it adds the models, so on the first config no version is available yet and
+        every label fails unless --allow_version_labels_for_unavailable_models is set
+        (tensorflow/serving model_servers/server_core.cc; tensorflow/serving#1230, #1608).
+        """
+        if self._allow_labels_for_unavailable:
+            return
+        for model in self._models.values():
+            for _label, version in sorted(model.version_labels.items()):
+                raise StartupError(
+                    f"FAILED_PRECONDITION: Request to assign label to version {version} of "
+                    f"model {model.name}, which is not currently available for inference"
                 )
 
     def poll_forever(self, interval_seconds: float) -> None:
@@ -163,7 +188,13 @@ class ServableManager:
         return servable
 
     def version_for_label(self, name: str, label: str) -> int:
-        """The version a label points at; labels come only from --model_config_file."""
+        """The version a label points at; labels come only from --model_config_file.
+
+        As in TF Serving, a label may point at a version that is not loaded (allowed by
+        --allow_version_labels_for_unavailable_models): requests by it then get NOT_FOUND
+        for that specific version. `stable` and `canary` mean nothing unless configured
+        (server_core.h's comment saying otherwise describes no code).
+        """
         model = self._models.get(name)
         if model is None or label not in model.version_labels:
             raise InvalidArgument(f"Unrecognized servable version label: {label}")

@@ -26,7 +26,11 @@ class ModelServer:
         self.settings = settings
         self.scheduler = BatchScheduler(settings.batching) if settings.enable_batching else None
         runner: Runner = self.scheduler.run if self.scheduler is not None else direct_runner
-        self.manager = ServableManager(settings.models, self._load)
+        self.manager = ServableManager(
+            settings.models,
+            self._load,
+            allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
+        )
         self.predictor = Predictor(self.manager, runner)
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
