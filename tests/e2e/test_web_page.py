@@ -253,7 +253,11 @@ def assert_shows_answer(shown: Shown, answer: dict[str, Any]) -> None:
     for label, score in answer["scores"].items():
         assert shown.fill_ratios[label] == pytest.approx(score, abs=0.02), label
     assert shown.model_name == answer["model"]["name"]
-    assert shown.model_version == str(answer["model"]["version"])
+    model = answer["model"]
+    labelled = model["route"] in ("stable", "canary")  # "3 (canary)" during a rollout
+    assert shown.model_version == (
+        f"{model['version']} ({model['route']})" if labelled else str(model["version"])
+    )
     # the gateway's own time comes from its Server-Timing header and fits in the round trip
     latency = re.fullmatch(r"(\d+) ms round trip, (\d+) ms in the gateway", shown.latency)
     assert latency is not None, shown.latency

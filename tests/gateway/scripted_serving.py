@@ -105,8 +105,24 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
                        "jpeg_draft": False},
         }  # fmt: skip
 
+    def _check_version(self, request: Any, context: grpc.ServicerContext) -> None:
+        # as TF Serving without version labels in its config (server_core.cc)
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        if choice == "version_label":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Unrecognized servable version label: {spec.version_label}",
+            )
+        if choice == "version" and spec.version.value != self.shape.version:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
+            )
+
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._script("GetModelMetadata", context)
+        self._check_version(request, context)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = self.shape.version
@@ -115,6 +131,7 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._script("Predict", context)
+        self._check_version(request, context)
         with self.lock:
             self.requests.append(request)
         response = predict_pb2.PredictResponse()

@@ -58,10 +58,17 @@ class ColourPredictor:
         )
         self.batches: list[int] = []
 
-    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
+    def model_info(
+        self, request_id: str, *, allow_stale: bool = False, route: str = "stable"
+    ) -> ModelInfo:
         return self.info
 
-    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
+    def invalidate(self, route: str | None = None) -> None:
+        pass
+
+    def predict(
+        self, images: np.ndarray, request_id: str, *, info: ModelInfo | None = None
+    ) -> Prediction:
         assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
         self.batches.append(len(images))
         means = images.reshape(len(images), -1, 3).mean(axis=1) / 20.0
@@ -76,10 +83,12 @@ class ScriptedPredictor(ColourPredictor):
         super().__init__()
         self.failures = failures
 
-    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
+    def predict(
+        self, images: np.ndarray, request_id: str, *, info: ModelInfo | None = None
+    ) -> Prediction:
         if request_id in self.failures:
             raise self.failures[request_id]
-        return super().predict(images, request_id)
+        return super().predict(images, request_id, info=info)
 
 
 @dataclass

@@ -68,7 +68,7 @@ def test_predict_by_url_answers_every_label(server: str, image_host: ImageHost) 
     )
     assert response.status_code == 200
     body = check(response, "/predict")
-    assert body["model"] == {"name": "colour-model", "version": 3}
+    assert body["model"] == {"name": "colour-model", "version": 3, "route": "latest"}
     assert body["top"] == "green"
     assert set(body["scores"]) == {"red", "green", "blue"}
     assert sum(body["scores"].values()) == pytest.approx(1.0)
@@ -346,7 +346,11 @@ def test_health_and_readiness(server: str) -> None:
     assert health.status_code == 200 and check(health, "/healthz", "GET") == {"status": "ok"}
     ready = requests.get(f"{server}/readyz", timeout=10)
     assert ready.status_code == 200
-    assert check(ready, "/readyz", "GET")["model"] == {"name": "colour-model", "version": 3}
+    assert check(ready, "/readyz", "GET")["model"] == {
+        "name": "colour-model",
+        "version": 3,
+        "route": "latest",
+    }
 
 
 def test_metrics_count_requests_downloads_and_model_calls(

@@ -22,6 +22,7 @@ from gateway.errors import (
     ModelIncompatible,
     ModelTimeout,
     ModelUnavailable,
+    ModelVersionUnavailable,
 )
 from gateway.settings import Settings
 from gateway.tfserving import TFServingPredictor, channel_options, service_config
@@ -82,7 +83,7 @@ def test_predict_sends_one_uint8_tensor_content_batch(
     ("request_id", "error", "retry_after"),
     [
         ("grpc-UNAVAILABLE", ModelUnavailable, 9),
-        ("grpc-NOT_FOUND", ModelUnavailable, 9),
+        ("grpc-NOT_FOUND", ModelVersionUnavailable, 9),
         ("grpc-RESOURCE_EXHAUSTED", ModelUnavailable, 9),
         ("grpc-slow", ModelTimeout, None),
         ("grpc-INVALID_ARGUMENT", ModelError, None),
@@ -119,7 +120,10 @@ def test_service_config_has_retries_and_balancing() -> None:
     config = json.loads(service_config(Settings(tf_serving_host="dns:///tfs:8500")))
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     policy = config["methodConfig"][0]["retryPolicy"]
-    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"] and policy["maxAttempts"] == 3
+    assert (
+        policy["retryableStatusCodes"] == ["UNAVAILABLE", "NOT_FOUND"]
+        and policy["maxAttempts"] == 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +197,7 @@ def test_model_failures_over_http(
     if status == 503:
         assert bad.headers["Retry-After"] == "9"
     assert good.status_code == 200 and good.json()["top"] == "blue"
-    assert good.json()["model"] == {"name": "clothing-model", "version": 7}
+    assert good.json()["model"] == {"name": "clothing-model", "version": 7, "route": "latest"}
 
 
 def test_readiness_survives_a_model_server_blip() -> None:
@@ -226,7 +230,7 @@ def test_readiness_does_not_wait_for_a_hung_model_server() -> None:
         hung.listen(16)
         ready = requests.get(f"{base}/readyz", timeout=2)
         assert ready.status_code == 200
-        assert ready.json()["model"] == {"name": "clothing-model", "version": 7}
+        assert ready.json()["model"] == {"name": "clothing-model", "version": 7, "route": "latest"}
     served.close()
 
 

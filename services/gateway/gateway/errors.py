@@ -128,6 +128,12 @@ class DecodeBusy(GatewayError):
     status, code = 503, "decode_busy"
 
 
+class ModelVersionUnavailable(ModelUnavailable):
+    """The model version a request was prepared for is not served where the request landed."""
+
+    code = "model_version_unavailable"
+
+
 class ModelTimeout(GatewayError):
     status, code = 504, "model_timeout"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from google.protobuf import wrappers_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
@@ -57,27 +58,40 @@ def float_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
 
 
 def predict_request(info: ModelInfo, images: np.ndarray) -> predict_pb2.PredictRequest:
-    """The Predict request scoring a batch of uint8 NxHxWx3 images with the described model."""
+    """The Predict request scoring a batch of uint8 NxHxWx3 images with the described version.
+
+    The request is pinned to that version (`model_spec.version`): its scores are then the
+    ones `info.labels` name, whichever replica answers.
+    """
     request = predict_pb2.PredictRequest(output_filter=[info.scores_output])
     request.model_spec.name = info.name
     request.model_spec.signature_name = info.signature
+    request.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=info.version))
     request.inputs[info.input_name].CopyFrom(uint8_tensor(images))
     return request
 
 
-def metadata_request(model: str) -> get_model_metadata_pb2.GetModelMetadataRequest:
-    """The GetModelMetadata request for a model's signature definitions."""
+def metadata_request(
+    model: str, label: str | None = None
+) -> get_model_metadata_pb2.GetModelMetadataRequest:
+    """The GetModelMetadata request for the signatures of a labelled (or the newest) version."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = model
+    if label is not None:
+        request.model_spec.version_label = label
     return request
 
 
 def describe_request(
-    model: str, input_name: str, height: int, width: int
+    model: str, version: int, input_name: str, height: int, width: int
 ) -> predict_pb2.PredictRequest:
-    """The Predict request on `describe` (one black image) that returns the description."""
+    """The Predict request on `describe` (one black image) that returns the description.
+
+    Pinned to the version the metadata came from: another replica may serve another version.
+    """
     request = predict_pb2.PredictRequest(output_filter=[DESCRIPTION_OUTPUT])
     request.model_spec.name = model
+    request.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
     request.model_spec.signature_name = DESCRIBE_SIGNATURE
     request.inputs[input_name].CopyFrom(
         uint8_tensor(np.zeros((1, height, width, 3), dtype=np.uint8))

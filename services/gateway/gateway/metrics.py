@@ -22,6 +22,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BYTES_BUCKETS = tuple(float(4**n * 1024) for n in range(1, 9))  # 4 KiB .. 64 MiB
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# total variation distance between two score vectors: 0 identical, 1 disjoint
+DIVERGENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -106,6 +108,46 @@ class Metrics:
                 ["code", "reason"],
                 registry=r,
             )
+        )
+        # per model version (route: stable, canary or latest = no version labels)
+        self.version_predictions = Counter(
+            "gateway_version_predictions_total",
+            "Predict calls per model version, by route and outcome (ok or the error code)",
+            ["route", "version", "outcome"],
+            registry=r,
+        )
+        self.version_seconds = Histogram(
+            "gateway_version_predict_duration_seconds",
+            "Predict latency per model version",
+            ["route", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.version_top_class = Counter(
+            "gateway_version_top_class_total",
+            "images per top class, per model version",
+            ["route", "version", "label"],
+            registry=r,
+        )
+        self.shadow_comparisons = Counter(
+            "gateway_shadow_comparisons_total",
+            "images scored by both stable and canary (shadow mode), by top-1 agreement",
+            ["stable_version", "canary_version", "agreement"],
+            registry=r,
+        )
+        self.shadow_divergence = Histogram(
+            "gateway_shadow_score_divergence",
+            "total variation distance between stable's and canary's scores of one image "
+            "(half the sum of absolute differences, by label name)",
+            ["stable_version", "canary_version"],
+            buckets=DIVERGENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "gateway_shadow_skipped_total",
+            "shadow comparisons not made, by reason (busy, no_canary, canary_error)",
+            ["reason"],
+            registry=r,
         )
 
 

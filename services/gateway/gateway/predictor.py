@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from gateway.contract import INPUT_NAME, SCORES_OUTPUT, SERVING_SIGNATURE, ResizeSpec
+from gateway.routing import LATEST, STABLE
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class ModelInfo:
     input_name: str = INPUT_NAME
     scores_output: str = SCORES_OUTPUT
     signature: str = SERVING_SIGNATURE
+    # the version label this description was reached through (`latest`: no labels)
+    route: str = field(default=LATEST, compare=False)
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,28 @@ class Prediction:
 class Predictor(Protocol):
     """Anything that can describe a model and score a batch of uint8 NxHxWx3 images."""
 
-    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
-        """The served model's description (cached); raises a GatewayError when unavailable.
+    def model_info(
+        self, request_id: str, *, allow_stale: bool = False, route: str = STABLE
+    ) -> ModelInfo:
+        """The description of the version `route` leads to (cached); GatewayError if none.
 
-        With `allow_stale`, a description read before is returned without asking the model
-        server again, so a hung model server cannot make the caller wait.
+        `route` is a version label (`stable`, `canary`); without labels every route leads to
+        the newest version (`info.route` says which was used). With `allow_stale`, a
+        description read before is returned without asking the model server again, so a hung
+        model server cannot make the caller wait.
         """
         ...
 
-    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
-        """Score a batch; raises a GatewayError (ModelUnavailable, ModelTimeout, ModelError)."""
+    def predict(
+        self, images: np.ndarray, request_id: str, *, info: ModelInfo | None = None
+    ) -> Prediction:
+        """Score a batch with exactly the version `info` describes (default: `stable`'s).
+
+        Raises a GatewayError (ModelUnavailable, ModelVersionUnavailable, ModelTimeout,
+        ModelError); the prediction's labels are always those of the version that scored.
+        """
+        ...
+
+    def invalidate(self, route: str | None = None) -> None:
+        """Forget which version a route leads to (every route when None)."""
         ...

@@ -44,6 +44,7 @@ def between(low: int, high: int) -> Check:
 
 POSITIVE = Check(lambda value: value > 0, "must be > 0")
 NOT_EMPTY = Check(bool, "must not be empty")
+PERCENT = Check(lambda value: 0.0 <= value <= 100.0, "must be between 0 and 100")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,21 @@ class Settings:
         "GATEWAY_RETRY_AFTER_SECONDS",
         "the `Retry-After` header sent with 503 model_unavailable",
         at_least(1),
+    )
+    # model versions: canary routing and shadow comparison (TF Serving labels stable/canary)
+    canary_percent: float = setting(
+        0.0,
+        "GATEWAY_CANARY_PERCENT",
+        "share of requests (0-100) sent to the model version labelled `canary`, the rest to "
+        "`stable`; used only when TF Serving's model config has version labels",
+        PERCENT,
+    )
+    shadow_percent: float = setting(
+        0.0,
+        "GATEWAY_SHADOW_PERCENT",
+        "share of `stable` requests (0-100) also scored by `canary` in the background to "
+        "measure agreement; the answer always comes from `stable`",
+        PERCENT,
     )
     # fallbacks for a served model without the contract's `describe` signature
     fallback_labels: tuple[str, ...] = setting(

@@ -25,6 +25,7 @@ from gateway.errors import (
     ModelIncompatible,
     ModelTimeout,
     ModelUnavailable,
+    ModelVersionUnavailable,
 )
 from gateway.messages import (
     describe_request,
@@ -36,6 +37,7 @@ from gateway.messages import (
     scores_output,
 )
 from gateway.predictor import ModelInfo, Prediction
+from gateway.routing import CANARY, LATEST, STABLE
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.tfserving")
@@ -55,7 +57,9 @@ def service_config(settings: Settings) -> str:
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    # NOT_FOUND: a call pinned to a model version landed on a replica that
+                    # does not serve it (a rollout); the retry's pick goes to another one
+                    "retryableStatusCodes": ["UNAVAILABLE", "NOT_FOUND"],
                 },
             }
         ],
@@ -108,7 +112,13 @@ def map_rpc_error(exc: grpc.RpcError, settings: Settings, what: str) -> GatewayE
 
 
 class TFServingPredictor:
-    """A `Predictor` talking to TF Serving over one gRPC channel per process."""
+    """A `Predictor` talking to TF Serving over one gRPC channel per process.
+
+    Version consistency: a description is cached per model version, and every Predict is
+    pinned to the version (`model_spec.version`) whose description resized the images, so
+    the scores are labelled by the version that computed them even when replicas behind one
+    target serve different versions (a rolling update) or a label moves between versions.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -116,8 +126,10 @@ class TFServingPredictor:
         self._pid: int | None = None
         self._channel: grpc.Channel | None = None
         self._stub: prediction_service_pb2_grpc.PredictionServiceStub | None = None
-        self._info: ModelInfo | None = None
-        self._info_expires = 0.0
+        # route (stable, canary) -> (description of the version it leads to, expiry)
+        self._routes: dict[str, tuple[ModelInfo, float]] = {}
+        # version -> (its description, expiry): what a version's scores mean
+        self._versions: dict[int, tuple[ModelInfo, float]] = {}
         self._info_lock = threading.Lock()
 
     # -- the channel ------------------------------------------------------------------------
@@ -141,31 +153,41 @@ class TFServingPredictor:
             self._channel = self._stub = None
 
     def _call(self, method: str, request: Any, request_id: str, what: str) -> Any:
-        rpc = getattr(self.stub(), method)
         try:
-            return rpc(
-                request,
-                timeout=self.settings.model_timeout,
-                metadata=(("x-request-id", request_id),),
-            )
+            return self._raw_call(method, request, request_id)
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, self.settings, what) from None
 
+    def _raw_call(self, method: str, request: Any, request_id: str) -> Any:
+        rpc = getattr(self.stub(), method)
+        return rpc(
+            request,
+            timeout=self.settings.model_timeout,
+            metadata=(("x-request-id", request_id),),
+        )
+
     # -- model discovery --------------------------------------------------------------------
-    def model_info(self, request_id: str, *, allow_stale: bool = False) -> ModelInfo:
-        """The cached model description, re-read after the TTL (a failed re-read keeps it)."""
-        info = self._info
-        if info is not None and (allow_stale or time.monotonic() < self._info_expires):
-            return info
+    def model_info(
+        self, request_id: str, *, allow_stale: bool = False, route: str = STABLE
+    ) -> ModelInfo:
+        """The description of the version `route` leads to, re-resolved after the TTL.
+
+        A failed re-read keeps the last description (TF Serving blips must not fail requests
+        that a known version can answer); an incompatible model is never kept.
+        """
+        cached = self._routes.get(route)
+        if cached is not None and (allow_stale or time.monotonic() < cached[1]):
+            return cached[0]
         with self._info_lock:
-            if self._info is not None and time.monotonic() < self._info_expires:
-                return self._info
+            cached = self._routes.get(route)
+            if cached is not None and time.monotonic() < cached[1]:
+                return cached[0]
             try:
-                fresh = self.discover(request_id)
+                fresh = self._resolve(route, request_id)
             except GatewayError as exc:
                 if isinstance(exc, ModelIncompatible) and exc.retry_after is None:
                     exc.retry_after = self.settings.retry_after  # a fitting model may come
-                if self._info is None or isinstance(exc, ModelIncompatible):
+                if cached is None or isinstance(exc, ModelIncompatible):
                     unfit = isinstance(exc, ModelIncompatible)
                     log.log(
                         logging.ERROR if unfit else logging.WARNING,
@@ -177,17 +199,20 @@ class TFServingPredictor:
                 # TF Serving blipped: keep serving with what we know and try again soon
                 log.warning(
                     "model metadata refresh failed, keeping version %s: %s",
-                    self._info.version,
+                    cached[0].version,
                     exc.message,
                     extra={"request_id": request_id},
                 )
-                self._info_expires = time.monotonic() + min(5.0, self.settings.model_info_ttl)
-                return self._info
-            if fresh != self._info:
+                expires = time.monotonic() + min(5.0, self.settings.model_info_ttl)
+                self._routes[route] = (cached[0], expires)
+                return cached[0]
+            if cached is None or fresh != cached[0] or fresh.route != cached[0].route:
                 log.info(
-                    "model %s version %s: %d labels, input %dx%d, resize %s%s",
+                    "model %s: %s leads to version %s (%s): %d labels, input %dx%d, resize %s%s",
                     fresh.name,
+                    route,
                     fresh.version,
+                    fresh.route,
                     len(fresh.labels),
                     fresh.resize.width,
                     fresh.resize.height,
@@ -195,19 +220,57 @@ class TFServingPredictor:
                     " + jpeg draft" if fresh.resize.jpeg_draft else "",
                     extra={"request_id": request_id},
                 )
-            self._info = fresh
-            self._info_expires = time.monotonic() + self.settings.model_info_ttl
+            self._routes[route] = (fresh, time.monotonic() + self.settings.model_info_ttl)
             return fresh
 
-    def invalidate(self) -> None:
-        """Forget the cached description so the next call re-reads it."""
-        self._info_expires = 0.0
+    def invalidate(self, route: str | None = None) -> None:
+        """Forget where a route (every route when None) leads so the next call re-reads it."""
+        with self._info_lock:
+            for name in [route] if route is not None else list(self._routes):
+                if name in self._routes:
+                    self._routes[name] = (self._routes[name][0], 0.0)
 
-    def discover(self, request_id: str) -> ModelInfo:
-        """Read the served model's signatures and description and check the gateway can feed it."""
+    def _resolve(self, route: str, request_id: str) -> ModelInfo:
+        """Ask TF Serving which version `route` names: its label, else stable, else latest."""
+        labels = [CANARY, STABLE] if route == CANARY else [STABLE]
+        for label in labels:
+            response = self._metadata(request_id, label)
+            if response is not None:
+                return replace(self._describe_version(response, request_id), route=label)
+        response = self._metadata(request_id, None)
+        assert response is not None
+        return replace(self._describe_version(response, request_id), route=LATEST)
+
+    def _metadata(self, request_id: str, label: str | None) -> Any:
+        """GetModelMetadata by label (None when TF Serving has no such label) or latest."""
+        request = metadata_request(self.settings.model_name, label)
+        try:
+            return self._raw_call("GetModelMetadata", request, request_id)
+        except grpc.RpcError as exc:
+            # TF Serving: INVALID_ARGUMENT "Unrecognized servable version label: <label>"
+            # (server_core.cc, GetModelVersionForLabel) when the config has no such label
+            if (
+                label is not None
+                and isinstance(exc, grpc.Call)
+                and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "version label" in (exc.details() or "")
+            ):
+                return None
+            raise map_rpc_error(exc, self.settings, "GetModelMetadata") from None
+
+    def _describe_version(self, response: Any, request_id: str) -> ModelInfo:
+        """The description of the version a metadata answer is about (cached per version)."""
+        version = response.model_spec.version.value
+        cached = self._versions.get(version)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        info = self._info_from_metadata(response, request_id)
+        self._versions[version] = (info, time.monotonic() + self.settings.model_info_ttl)
+        return info
+
+    def _info_from_metadata(self, response: Any, request_id: str) -> ModelInfo:
+        """Read a version's signatures and description; check the gateway can feed it."""
         name = self.settings.model_name
-        request = metadata_request(name)
-        response = self._call("GetModelMetadata", request, request_id, "GetModelMetadata")
         signatures = get_model_metadata_pb2.SignatureDefMap()
         if "signature_def" not in response.metadata or not response.metadata[
             "signature_def"
@@ -222,18 +285,18 @@ class TFServingPredictor:
             )
         serving = defs[SERVING_SIGNATURE]
         if DESCRIBE_SIGNATURE in defs:
-            description = self._describe(defs[DESCRIBE_SIGNATURE], request_id)
+            description = self._describe(defs[DESCRIBE_SIGNATURE], version, request_id)
             return info_from_description(name, version, serving, description)
         return self._fallback_info(name, version, serving)
 
-    def _describe(self, signature: Any, request_id: str) -> dict[str, Any]:
+    def _describe(self, signature: Any, version: int, request_id: str) -> dict[str, Any]:
         name = self.settings.model_name
         input_name, height, width = image_input(name, DESCRIBE_SIGNATURE, signature)
         if DESCRIPTION_OUTPUT not in signature.outputs:
             raise ModelIncompatible(
                 f"model {name!r}: {DESCRIBE_SIGNATURE!r} has no {DESCRIPTION_OUTPUT!r} output"
             )
-        request = describe_request(name, input_name, height, width)
+        request = describe_request(name, version, input_name, height, width)
         response = self._call("Predict", request, request_id, DESCRIBE_SIGNATURE)
         tensor = response.outputs[DESCRIPTION_OUTPUT]
         raw = tensor.string_val[0] if tensor.string_val else b""
@@ -271,25 +334,47 @@ class TFServingPredictor:
         )
 
     # -- prediction -------------------------------------------------------------------------
-    def predict(self, images: np.ndarray, request_id: str) -> Prediction:
-        """Score a batch of uint8 NxHxWx3 images in one Predict call."""
-        info = self.model_info(request_id)
+    def predict(
+        self, images: np.ndarray, request_id: str, *, info: ModelInfo | None = None
+    ) -> Prediction:
+        """Score a batch of uint8 NxHxWx3 images in one Predict pinned to `info`'s version."""
+        info = info or self.model_info(request_id)
         request = predict_request(info, images)
-        response = self._call("Predict", request, request_id, "Predict")
+        try:
+            response = self._raw_call("Predict", request, request_id)
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+                # "Servable not found for request: Specific(name, v)" even after gRPC's
+                # retries on other replicas: the version is going away; the caller re-resolves
+                self.invalidate()
+                raise ModelVersionUnavailable(
+                    f"model version {info.version} is not served by the model server that "
+                    "was asked (a new version is probably being rolled out); retry",
+                    retry_after=self.settings.retry_after,
+                ) from None
+            raise map_rpc_error(exc, self.settings, "Predict") from None
+        served_version = response.model_spec.version.value
+        if served_version != info.version:
+            # TF Serving always answers a pinned request with that version; anything else
+            # cannot be labelled with this description
+            self.invalidate()
+            raise ModelVersionUnavailable(
+                f"asked model version {info.version}, the model server answered with "
+                f"version {served_version}; retry",
+                retry_after=self.settings.retry_after,
+            )
         if info.scores_output not in response.outputs:
             raise ModelError(f"the model's answer has no {info.scores_output!r} output")
         scores = float_array(response.outputs[info.scores_output])
         if scores.shape != (len(images), len(info.labels)):
-            # most likely a new model version with other labels: re-read it next time
+            # the version's model changed under the same number (re-exported in place):
+            # describe it again rather than label these scores with the old description
+            self._versions.pop(info.version, None)
             self.invalidate()
-            raise ModelUnavailable(
-                f"the model answered scores of shape {list(scores.shape)} for "
-                f"{len(images)} images and {len(info.labels)} labels; it is probably "
-                "being replaced, retry",
-                retry_after=1,
+            raise ModelVersionUnavailable(
+                f"model version {info.version} answered scores of shape "
+                f"{list(scores.shape)} for {len(images)} images and {len(info.labels)} "
+                "labels; it is probably being replaced, retry",
+                retry_after=self.settings.retry_after,
             )
-        served_version = response.model_spec.version.value
-        if served_version and served_version != info.version:
-            self.invalidate()
-            info = replace(info, version=served_version)
         return Prediction(model=info, scores=scores)

@@ -127,7 +127,13 @@
     $("top-score").textContent = `(${percent(topScore)})`;
     drawBars(body.scores, body.top);
     $("model-name").textContent = body.model.name;
-    $("model-version").textContent = String(body.model.version);
+    // "3 (canary)" during a canary rollout; just "3" when the server has no version labels
+    const route = body.model.route;
+    const version =
+      route === "stable" || route === "canary"
+        ? `${body.model.version} (${route})`
+        : String(body.model.version);
+    $("model-version").textContent = version;
     $("latency").textContent =
       serverMs === null
         ? `${ms(clientMs)} round trip`
@@ -136,7 +142,7 @@
     result.hidden = false;
     setStatus(
       `Most likely ${body.top} (${percent(topScore)}), by ${body.model.name} ` +
-        `version ${body.model.version}, in ${ms(clientMs)}.`
+        `version ${version}, in ${ms(clientMs)}.`
     );
   }
 
