@@ -2,12 +2,19 @@
 
     python scripts/local_stack.py [--model-base-path services/model/clothing-model]
                                   [--model-name clothing-model] [--workers 2]
+                                  [--canary-model-path DIR [--canary-percent 10]
+                                   [--shadow-percent 0]]
 
 Ports come from GATEWAY_PORT (9696), GATEWAY_METRICS_PORT (9697, the gateway's Prometheus
 metrics), MODEL_GRPC_PORT (8500) and MODEL_REST_PORT (8501).
 The model server is `tensorflow_model_server` when it is on PATH, else the development server
 (`services/devserver`, run by this Python); the gateway runs under gunicorn from
 `.venv-gateway`. Ctrl-C or SIGTERM stops both cleanly (gateway first).
+
+With `--canary-model-path`, the model server serves the newest version under
+`--model-base-path` labelled `stable` and the newest under the canary path labelled `canary`
+(a ModelServerConfig with `version_labels`, as in production), and the gateway sends
+`--canary-percent` of requests to the canary and shadows `--shadow-percent` of the rest.
 
 `start_model_server` and `start_gateway` are context managers reused by the end-to-end tests
 and the benchmarks, with `model_server_command`, `http_get`, `wait_until_ready` and `stop`.
@@ -23,11 +30,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -114,20 +122,82 @@ def _output(log: Path | None) -> IO[bytes] | None:
     return log.open("ab")
 
 
+def model_config_text(model_name: str, base_path: Path, labels: Mapping[str, int]) -> str:
+    """A ModelServerConfig text proto serving exactly the labelled versions of one model."""
+    versions = "".join(f"versions: {v} " for v in sorted(set(labels.values())))
+    label_lines = "".join(
+        f"    version_labels {{ key: {json.dumps(label)} value: {version} }}\n"
+        for label, version in sorted(labels.items())
+    )
+    return (
+        "model_config_list {\n  config {\n"
+        f"    name: {json.dumps(model_name)}\n"
+        f"    base_path: {json.dumps(str(base_path.resolve()))}\n"
+        '    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ specific {{ {versions}}} }}\n"
+        f"{label_lines}  }}\n}}\n"
+    )
+
+
+def newest_version(base_path: Path) -> int:
+    """The highest numeric version folder under a model base directory (StackError if none)."""
+    versions = version_dirs(base_path) if base_path.is_dir() else []
+    if not versions:
+        raise StackError(f"no model version folder under {base_path}")
+    return int(versions[-1].name)
+
+
+def stable_and_canary(stable_base: Path, canary_base: Path, workdir: Path, model_name: str) -> Path:
+    """Lay out the newest version of each base side by side and write the labelled config.
+
+    TF Serving serves the versions of one model from one base directory, so `workdir/<name>/`
+    gets a link to each version folder; returns the `--model_config_file` path.
+    """
+    stable, canary = newest_version(stable_base), newest_version(canary_base)
+    if canary <= stable:
+        raise StackError(
+            f"the canary's version ({canary}, {canary_base}) must be above the stable "
+            f"version ({stable}, {stable_base}): TF Serving tells versions apart by number"
+        )
+    base = workdir / model_name
+    base.mkdir(parents=True, exist_ok=True)
+    for version, source in ((stable, stable_base), (canary, canary_base)):
+        link = base / str(version)
+        if not link.exists():
+            link.symlink_to((source / str(version)).resolve(), target_is_directory=True)
+    config = workdir / "models.config"
+    text = model_config_text(model_name, base, {"stable": stable, "canary": canary})
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
 def model_server_command(
-    model_base_path: Path, model_name: str, grpc_port: int, rest_port: int, python: str
+    model_base_path: Path,
+    model_name: str,
+    grpc_port: int,
+    rest_port: int,
+    python: str,
+    *,
+    host: str = "127.0.0.1",
+    model_config_file: Path | None = None,
 ) -> list[str]:
     """tensorflow_model_server's command line if installed, else the development server's."""
-    flags = [
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_name={model_name}",
-        f"--model_base_path={model_base_path.resolve()}",
-    ]
+    flags = [f"--port={grpc_port}", f"--rest_api_port={rest_port}"]
+    if model_config_file is not None:
+        # labels in a config read at start-up need this flag in TF Serving (server_core.cc)
+        flags += [
+            f"--model_config_file={model_config_file.resolve()}",
+            "--allow_version_labels_for_unavailable_models=true",
+        ]
+    else:
+        flags += [f"--model_name={model_name}", f"--model_base_path={model_base_path.resolve()}"]
     binary = shutil.which("tensorflow_model_server")
     if binary:
-        return [binary, *flags]
-    return [python, "-m", "devserver", *flags]
+        return [binary, *flags]  # binds every interface; `host` is where it is reached
+    return [
+        python, "-m", "devserver", *flags,
+        f"--grpc_bind_address={host}", f"--rest_api_bind_address={host}",
+    ]  # fmt: skip
 
 
 @contextmanager
@@ -140,11 +210,16 @@ def start_model_server(
     python: str = sys.executable,
     log: Path | None = None,
     timeout: float = 180.0,
+    host: str = "127.0.0.1",
+    model_config_file: Path | None = None,
 ) -> Iterator[Running]:
-    """Run a model server on loopback until the model is AVAILABLE; stop it on exit."""
-    if not model_base_path.is_dir() or not version_dirs(model_base_path):
-        raise StackError(f"no model version folder under {model_base_path}")
-    command = model_server_command(model_base_path, model_name, grpc_port, rest_port, python)
+    """Run a model server on a loopback address until the model is AVAILABLE; stop on exit."""
+    if model_config_file is None:
+        newest_version(model_base_path)  # StackError when there is none
+    command = model_server_command(
+        model_base_path, model_name, grpc_port, rest_port, python,
+        host=host, model_config_file=model_config_file,
+    )  # fmt: skip
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = _output(log)
@@ -152,7 +227,7 @@ def start_model_server(
         command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
         start_new_session=True,
     )  # fmt: skip
-    rest = f"http://127.0.0.1:{rest_port}"
+    rest = f"http://{host}:{rest_port}"
 
     def available() -> bool:
         status, body = http_get(f"{rest}/v1/models/{model_name}")
@@ -163,7 +238,7 @@ def start_model_server(
 
     try:
         wait_until_ready(process, available, "the model server", timeout, log)
-        yield Running(process, rest, f"127.0.0.1:{grpc_port}")
+        yield Running(process, rest, f"{host}:{grpc_port}")
     finally:
         stop(process)
         if out:
@@ -237,6 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-base-path", type=Path, default=DEFAULT_MODEL_BASE)
     parser.add_argument("--model-name", default="clothing-model")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--canary-model-path",
+        type=Path,
+        help="a second model base directory whose newest version is served as `canary`",
+    )
+    parser.add_argument(
+        "--canary-percent", type=float, default=10.0,
+        help="share of requests sent to the canary (with --canary-model-path; default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shadow-percent", type=float, default=0.0,
+        help="share of stable requests also scored by the canary and compared (default 0)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_once)
     signal.signal(signal.SIGINT, _stop_once)
@@ -250,11 +338,29 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_MODEL_NAME": args.model_name,
             "GATEWAY_WORKERS": os.environ.get("GATEWAY_WORKERS") or str(args.workers),
         }
+        base, config, served = args.model_base_path, None, str(args.model_base_path)
+        cleanup = ExitStack()
+        if args.canary_model_path is not None:
+            for flag, value in (("--canary-percent", args.canary_percent),
+                                ("--shadow-percent", args.shadow_percent)):  # fmt: skip
+                if not 0 <= value <= 100:
+                    raise StackError(f"{flag} must be between 0 and 100, got {value:g}")
+            workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="local-stack-"))
+            config = stable_and_canary(
+                args.model_base_path, args.canary_model_path, Path(workdir), args.model_name
+            )
+            base = Path(workdir) / args.model_name
+            served = (
+                f"stable {args.model_base_path} + canary {args.canary_model_path} "
+                f"({args.canary_percent:g} % canary, {args.shadow_percent:g} % shadow)"
+            )
+            gateway_env["GATEWAY_CANARY_PERCENT"] = str(args.canary_percent)
+            gateway_env["GATEWAY_SHADOW_PERCENT"] = str(args.shadow_percent)
         print(f"{PROG}: starting the model server on 127.0.0.1:{grpc_port} "
-              f"(REST {rest_port}) with {args.model_base_path} ...", flush=True)  # fmt: skip
-        with start_model_server(
-            args.model_base_path, model_name=args.model_name, grpc_port=grpc_port,
-            rest_port=rest_port,
+              f"(REST {rest_port}) with {served} ...", flush=True)  # fmt: skip
+        with cleanup, start_model_server(
+            base, model_name=args.model_name, grpc_port=grpc_port,
+            rest_port=rest_port, model_config_file=config,
         ) as model:  # fmt: skip
             print(f"{PROG}: starting the gateway on 127.0.0.1:{gateway_port} ...", flush=True)
             with start_gateway(

@@ -85,3 +85,45 @@ def test_runs_the_stack_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
         output.close()
     assert "local_stack: stopped" in (tmp_path / "out.txt").read_text()
     assert not any(_listening(port) for port in ports.values())
+
+
+def test_canary_not_above_stable_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    (tmp_path / "stable" / "3").mkdir(parents=True)
+    (tmp_path / "canary" / "2").mkdir(parents=True)
+    result = run(
+        "--model-base-path", str(tmp_path / "stable"),
+        "--canary-model-path", str(tmp_path / "canary"),
+        GATEWAY_PORT=str(free_port()),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"local_stack: the canary's version (2, {tmp_path / 'canary'}) must be above the "
+        f"stable version (3, {tmp_path / 'stable'}): TF Serving tells versions apart by number"
+    )
+
+
+def test_canary_percent_out_of_range_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = run("--canary-model-path", str(tmp_path), "--canary-percent", "150")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == "local_stack: --canary-percent must be between 0 and 100, got 150"
+    )
+
+
+def test_stable_and_canary_layout_and_config(tmp_path: Path) -> None:
+    from clothing_tools.local_stack import stable_and_canary
+
+    for base, version in (("stable", 2), ("stable", 1), ("canary", 3)):
+        (tmp_path / base / str(version)).mkdir(parents=True)
+    config = stable_and_canary(
+        tmp_path / "stable", tmp_path / "canary", tmp_path / "work", "clothing-model"
+    )
+    served = tmp_path / "work" / "clothing-model"
+    assert sorted(p.name for p in served.iterdir()) == ["2", "3"]
+    assert (served / "3").resolve() == (tmp_path / "canary" / "3").resolve()
+    from devserver.config_files import read_model_config
+
+    (model,) = read_model_config(config)
+    assert model.name == "clothing-model" and model.base_path == served.resolve()
+    assert model.policy.versions == (2, 3)
+    assert dict(model.version_labels) == {"stable": 2, "canary": 3}
