@@ -47,6 +47,7 @@ class ModelShape:
     describe: bool = True
     version: int = 7
     interpolation: str = "bilinear"
+    labels: tuple[str, ...] = LABELS  # the order of its scores (the same colour model)
 
 
 class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -96,7 +97,7 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
             "format": 1,
             "name": "clothing-model",
             "version": self.shape.version,
-            "labels": list(LABELS),
+            "labels": list(self.shape.labels),
             "input": {"name": "images", "height": 32, "width": 32, "channels": 3,
                       "dtype": "uint8"},
             "outputs": {"scores": "scores", "labels": "labels"},
@@ -155,6 +156,7 @@ class ScriptedServing(prediction_service_pb2_grpc.PredictionServiceServicer):
         means = images.reshape(len(images), -1, 3).mean(axis=1) / 20.0
         exp = np.exp(means - means.max(axis=1, keepdims=True))
         scores = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        scores = np.ascontiguousarray(scores[:, [LABELS.index(x) for x in self.shape.labels]])
         response.outputs["scores"].CopyFrom(
             tensor_pb2.TensorProto(
                 dtype=types_pb2.DT_FLOAT,

@@ -297,3 +297,47 @@ def test_reconnect_backoff_is_capped_so_workers_recover_soon_after_an_outage() -
     options = dict(channel_options(Settings()))
     assert options["grpc.max_reconnect_backoff_ms"] <= 5_000
     assert options["grpc.initial_reconnect_backoff_ms"] <= options["grpc.max_reconnect_backoff_ms"]
+
+
+def test_two_versions_with_other_label_orders_behind_round_robin_never_mislabel() -> None:
+    # a rolling update as the gateway sees it: replicas of version 7 and of version 8, whose
+    # scores come in the reverse label order, behind one round-robin target
+    old, new = ScriptedServing(), ScriptedServing(ModelShape(version=8, labels=LABELS[::-1]))
+    with serve_scripted(old) as port_a, serve_scripted(new) as port_b:
+        target = f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}"
+        app = create_app(
+            replace(settings_for(port_a), tf_serving_host=target, lb_policy="round_robin",
+                    model_info_ttl=0.0)
+        )  # fmt: skip
+        served = _serve(app)
+        base = next(served)
+        answers = [upload(base, f"rollout-{n}") for n in range(30)]
+        served.close()
+    answered = [a for a in answers if a.status_code == 200]
+    assert all(a.json()["top"] == "blue" for a in answered)  # the photo is blue
+    assert answered and {a.json()["model"]["version"] for a in answered} <= {7, 8}
+    assert any(method == "Predict" for method, _ in new.calls)  # both replicas were asked
+    for answer in answers:
+        if answer.status_code != 200:
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "9"
+    # every Predict was pinned to the version whose description prepared it
+    for servicer in (old, new):
+        for request in servicer.requests:
+            assert request.model_spec.version.value == servicer.shape.version
+
+
+def test_a_version_gone_from_the_replica_is_re_resolved_and_retried_once() -> None:
+    servicer = ScriptedServing()
+    with serve_scripted(servicer) as port:
+        predictor = TFServingPredictor(settings_for(port))
+        info = predictor.model_info("warm-up")
+        servicer.shape.version = 8  # the model server now serves version 8 only
+        with pytest.raises(ModelVersionUnavailable) as caught:
+            predictor.predict(IMAGES[:1], "pinned-7", info=info)
+        assert caught.value.retry_after == 9
+        # pinned calls that find nothing are retried by gRPC on (here: the same) replica
+        assert [c for c in servicer.calls if c[1] == "pinned-7"] == [("Predict", "pinned-7")] * 3
+        fresh = predictor.model_info("after")  # the failure forgot where the route leads
+        assert fresh.version == 8
+        assert predictor.predict(IMAGES[:1], "pinned-8", info=fresh).model.version == 8
+        predictor.close()
