@@ -19,7 +19,7 @@ from clothing_tools.local_stack import (
     start_model_server,
 )
 from tests.canary import model_versions
-from tests.conftest import DEMO_MODEL_BASE, GATEWAY_PYTHON
+from tests.helpers import DEMO_MODEL_BASE, GATEWAY_PYTHON
 
 PHOTOS_PER_CLASS = 3
 DEMO_VERSION = 2

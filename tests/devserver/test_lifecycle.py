@@ -213,7 +213,7 @@ def test_process_serves_latest_version_and_exits_cleanly_on_sigterm(model_base: 
     assert "Received SIGTERM, shutting down" in log and "Server stopped" in log
 
 
-def test_labels_at_startup_need_the_allowing_flag_as_in_tf_serving(model_base):
+def test_labels_at_startup_need_the_allowing_flag_as_in_tf_serving(model_base: Path) -> None:
     # TF Serving assigns labels before loading the first config, so without
     # --allow_version_labels_for_unavailable_models any start-up label fails (server_core.cc)
     labelled = ModelConfig(MODEL_NAME, model_base, VersionPolicy("all"), {"stable": 1})
@@ -227,7 +227,9 @@ def test_labels_at_startup_need_the_allowing_flag_as_in_tf_serving(model_base):
     server.stop(0)
 
 
-def test_a_label_may_name_an_unloaded_version_with_the_flag_and_then_finds_nothing(model_base):
+def test_a_label_may_name_an_unloaded_version_with_the_flag_and_then_finds_nothing(
+    model_base: Path,
+) -> None:
     labelled = ModelConfig(
         MODEL_NAME, model_base, VersionPolicy("specific", versions=(1,)), {"canary": 2}
     )

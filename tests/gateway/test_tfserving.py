@@ -309,7 +309,7 @@ def test_two_versions_with_other_label_orders_behind_round_robin_never_mislabel(
             replace(settings_for(port_a), tf_serving_host=target, lb_policy="round_robin",
                     model_info_ttl=0.0)
         )  # fmt: skip
-        served = _serve(app)
+        served = serve_wsgi(app)
         base = next(served)
         answers = [upload(base, f"rollout-{n}") for n in range(30)]
         served.close()
