@@ -9,15 +9,19 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from gateway.contract import ResizeSpec
 from gateway.errors import (
     DownloadTimeout,
     GatewayError,
     ImageHostError,
     ModelUnavailable,
+    ModelVersionUnavailable,
     UndecodableImage,
 )
 from gateway.fetch import FetchedImage
 from gateway.metrics import Metrics
+from gateway.predictor import ModelInfo, Prediction
+from gateway.routing import STABLE
 from gateway.service import Classifier, Stopwatch
 from gateway.settings import Settings
 
@@ -55,7 +59,7 @@ def test_batch_results_follow_the_input_order_not_the_download_order() -> None:
     assert fetcher.finished[0] == "d" and fetcher.finished[-1] == "a"  # out of order
     assert [r["url"] for r in answer["results"]] == ["a", "b", "c", "d"]
     assert [r["top"] for r in answer["results"]] == ["blue", "green", "red", "blue"]
-    assert answer["model"] == {"name": "colour-model", "version": 3}
+    assert answer["model"] == {"name": "colour-model", "version": 3, "route": "latest"}
 
 
 def test_a_failed_item_spoils_only_its_own_entry_and_the_rest_go_in_one_predict() -> None:
@@ -90,7 +94,7 @@ def test_a_batch_without_any_good_image_does_not_call_the_model() -> None:
     fetcher = TableFetcher({"x": (0.0, ImageHostError("could not resolve x"))})
     answer = classifier(fetcher, predictor).classify_batch(["x"], "r3", lambda exc: None)
     assert predictor.batches == []
-    assert answer["model"] == {"name": "colour-model", "version": 3}
+    assert answer["model"] == {"name": "colour-model", "version": 3, "route": "latest"}
     assert answer["results"][0]["error"]["code"] == "image_host_error"
 
 
@@ -119,3 +123,53 @@ def test_uploaded_bytes_skip_the_download() -> None:
     assert answer["top"] == "blue" and answer["model"]["version"] == 3
     assert fetcher.finished == []
     assert list(watch.stages) == ["preprocess", "model"]
+
+
+class RollingPredictor:
+    """Version 3 (32x32, red-green-blue) is gone once asked; version 4 (16x16) is reversed."""
+
+    def __init__(self) -> None:
+        self.versions = {
+            3: ModelInfo("colour-model", 3, ("red", "green", "blue"), ResizeSpec(32, 32)),
+            4: ModelInfo("colour-model", 4, ("blue", "green", "red"), ResizeSpec(16, 16)),
+        }
+        self.current = 3
+        self.asked: list[tuple[int, tuple[int, ...]]] = []
+
+    def model_info(
+        self, request_id: str, *, allow_stale: bool = False, route: str = STABLE
+    ) -> ModelInfo:
+        return self.versions[self.current]
+
+    def invalidate(self, route: str | None = None) -> None:
+        self.current = 4
+
+    def predict(
+        self, images: np.ndarray, request_id: str, *, info: ModelInfo | None = None
+    ) -> Prediction:
+        assert info is not None
+        self.asked.append((info.version, images.shape[1:3]))
+        if info.version == 3:
+            self.invalidate()
+            raise ModelVersionUnavailable("version 3 is gone", retry_after=2)
+        assert images.shape[1:3] == (info.resize.height, info.resize.width)
+        means = images.reshape(len(images), -1, 3).mean(axis=1)[:, ::-1] / 20.0  # blue first
+        exp = np.exp(means - means.max(axis=1, keepdims=True))
+        return Prediction(info, exp / exp.sum(axis=1, keepdims=True))
+
+
+def test_a_version_gone_mid_request_is_retried_with_the_new_versions_size_and_labels() -> None:
+    predictor = RollingPredictor()
+    answer = classifier(TableFetcher({}), predictor).classify_bytes(RED, "r-roll")
+    assert predictor.asked == [(3, (32, 32)), (4, (16, 16))]  # prepared again for version 4
+    assert answer["model"] == {"name": "colour-model", "version": 4, "route": "latest"}
+    assert answer["top"] == "red" and list(answer["scores"]) == ["blue", "green", "red"]
+
+
+def test_a_second_failure_is_a_503_with_retry_after() -> None:
+    predictor = RollingPredictor()
+    predictor.versions[4] = predictor.versions[3]  # re-resolving finds the same, gone version
+    with pytest.raises(ModelVersionUnavailable) as caught:
+        classifier(TableFetcher({}), predictor).classify_bytes(RED, "r-gone")
+    assert caught.value.status == 503 and caught.value.retry_after == 2
+    assert len(predictor.asked) == 2  # one retry, not more
