@@ -20,7 +20,7 @@ from gateway.errors import (
 )
 from gateway.fetch import FetchedImage
 from gateway.metrics import Metrics
-from gateway.predictor import ModelInfo, Prediction
+from gateway.predictor import ModelInfo, Prediction, Predictor
 from gateway.routing import STABLE
 from gateway.service import Classifier, Stopwatch
 from gateway.settings import Settings
@@ -48,7 +48,7 @@ class TableFetcher:
         return FetchedImage(data=answer, final_url=url, elapsed=delay)
 
 
-def classifier(fetcher: TableFetcher, predictor: ColourPredictor | None = None) -> Classifier:
+def classifier(fetcher: TableFetcher, predictor: Predictor | None = None) -> Classifier:
     settings = Settings(download_concurrency=4)
     return Classifier(settings, predictor or ColourPredictor(), fetcher, Metrics())
 
