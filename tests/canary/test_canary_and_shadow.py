@@ -19,9 +19,9 @@ from tests.model_factories import export_test_model
 CANARY_REQUESTS = 2000
 
 
-def samples(base: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """The gateway's samples of one metric: (labels, value)."""
-    text = requests.get(f"{base}/metrics", timeout=10).text
+def samples(metrics_url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The gateway's samples of one metric (from its metrics port): (labels, value)."""
+    text = requests.get(metrics_url, timeout=10).text
     return [
         (sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
@@ -55,7 +55,7 @@ def test_ten_percent_canary_gets_eight_to_twelve_percent_of_2000_requests(
             answers = Counter(pool.map(upload, range(CANARY_REQUESTS)))
         counted = {
             (labels["route"], labels["version"]): value
-            for labels, value in samples(gateway.url, "gateway_version_predictions_total")
+            for labels, value in samples(gateway.metrics_url, "gateway_version_predictions_total")
             if labels["outcome"] == "ok"
         }
     assert set(answers) == {("stable", 1), ("canary", 2)}  # each label names its version
@@ -98,12 +98,12 @@ def test_shadow_mode_answers_with_stable_and_measures_agreement_like_an_in_proce
             answers.append(response.json())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the comparisons run after the answers
-            compared = samples(gateway.url, "gateway_shadow_comparisons_total")
+            compared = samples(gateway.metrics_url, "gateway_shadow_comparisons_total")
             if sum(value for _, value in compared) >= len(photos):
                 break
             time.sleep(0.2)
-        divergence_sum = samples(gateway.url, "gateway_shadow_score_divergence_sum")
-        skipped = samples(gateway.url, "gateway_shadow_skipped_total")
+        divergence_sum = samples(gateway.metrics_url, "gateway_shadow_score_divergence_sum")
+        skipped = samples(gateway.metrics_url, "gateway_shadow_skipped_total")
 
     assert [a["model"] for a in answers] == [
         {"name": "clothing-model", "version": DEMO_VERSION, "route": "stable"}
