@@ -160,7 +160,9 @@ class RollingPredictor:
 
 def test_a_version_gone_mid_request_is_retried_with_the_new_versions_size_and_labels() -> None:
     predictor = RollingPredictor()
-    answer = classifier(TableFetcher({}), predictor).classify_bytes(RED, "r-roll")
+    answer = classifier(TableFetcher({}), predictor).classify_upload(
+        io.BytesIO(RED), len(RED), "r-roll"
+    )
     assert predictor.asked == [(3, (32, 32)), (4, (16, 16))]  # prepared again for version 4
     assert answer["model"] == {"name": "colour-model", "version": 4, "route": "latest"}
     assert answer["top"] == "red" and list(answer["scores"]) == ["blue", "green", "red"]
@@ -170,6 +172,6 @@ def test_a_second_failure_is_a_503_with_retry_after() -> None:
     predictor = RollingPredictor()
     predictor.versions[4] = predictor.versions[3]  # re-resolving finds the same, gone version
     with pytest.raises(ModelVersionUnavailable) as caught:
-        classifier(TableFetcher({}), predictor).classify_bytes(RED, "r-gone")
+        classifier(TableFetcher({}), predictor).classify_upload(io.BytesIO(RED), len(RED), "r-gone")
     assert caught.value.status == 503 and caught.value.retry_after == 2
     assert len(predictor.asked) == 2  # one retry, not more
