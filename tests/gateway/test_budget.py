@@ -158,14 +158,16 @@ def test_the_reserved_cost_follows_the_decode_path() -> None:
 
 
 class HeldDownload:
-    """A downloader that holds its download until `release` (its reservation stays held)."""
+    """A downloader whose body claims `holding` bytes, then waits until `release`."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, holding: int) -> None:
         self.data = data
+        self.holding = holding
         self.started = threading.Event()
         self.released = threading.Event()
 
-    def __call__(self, url: str) -> FetchedImage:
+    def __call__(self, url: str, hold: Callable[[int], None]) -> FetchedImage:
+        hold(self.holding)  # as fetch_image does for a declared Content-Length
         self.started.set()
         self.released.wait(10)
         return FetchedImage(data=self.data, final_url=url, elapsed=0.0)
@@ -184,13 +186,13 @@ def test_a_full_budget_answers_503_decode_busy_with_retry_after_and_photos_still
         decode_wait=0.2,
     )
     photo = bombs.jpeg((640, 480))
-    download = HeldDownload(photo)
+    download = HeldDownload(photo, holding=12 * MIB)
     app = create_app(tight, predictor=ScriptedPredictor({}), fetcher=download)
     costly = bombs.png((1800, 1800))  # grey: about 21 MiB to decode
     held = threading.Thread(
         target=lambda: app.test_client().post("/predict", json={"url": "http://i.test/a.jpg"})
     )
-    held.start()  # reserves the largest image's 12 MiB for its download
+    held.start()  # its download holds 12 MiB of body
     assert download.started.wait(5)
     client = app.test_client()
     busy = client.post("/predict", data={"file": (io.BytesIO(costly), "c.png")})

@@ -61,7 +61,7 @@ def default_fetcher(settings: Settings) -> Fetcher:
         max_redirects=settings.max_redirects,
         allow_private=settings.allow_private_urls,
     )
-    return lambda url: fetch_image(url, policy)
+    return lambda url, hold: fetch_image(url, policy, hold=hold)
 
 
 def create_app(

@@ -28,7 +28,8 @@ from gateway.settings import Settings, SettingsError, env_name
 log = logging.getLogger("gateway.service")
 
 
-Fetcher = Callable[[str], FetchedImage]
+# (url, hold): `hold(n)` claims room for n body bytes before they are read (fetch_image's)
+Fetcher = Callable[[str, Callable[[int], None]], FetchedImage]
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ class Classifier:
             max_workers=settings.download_concurrency, thread_name_prefix="download"
         )
 
-    def download(self, url: str) -> bytes:
+    def download(self, url: str, hold: Callable[[int], None]) -> bytes:
         """Fetch an image with the SSRF-safe downloader and record the download metrics."""
-        fetched = self.fetcher(url)
+        fetched = self.fetcher(url, hold)
         self.metrics.download_seconds.observe(fetched.elapsed)
         self.metrics.download_bytes.observe(len(fetched.data))
         return fetched.data
@@ -101,11 +102,11 @@ class Classifier:
         )
 
     def fetch_and_prepare(self, url: str, info: ModelInfo, watch: Stopwatch) -> np.ndarray:
-        """Download and decode within the budget: the largest image's bytes are reserved
-        before the download (its size is unknown until it ends), the decode's peak after."""
-        with self.budget.reserve(self.settings.max_image_bytes) as held:
+        """Download and decode within the budget: the body's bytes are reserved as the
+        download needs them (see fetch_image's `hold`), the decode's peak after."""
+        with self.budget.reserve(0) as held:
             with watch.stage("download"):
-                data = self.download(url)
+                data = self.download(url, held.resize)
             held.resize(len(data))
             with watch.stage("preprocess"):
                 return self.prepare(data, info, held)
