@@ -28,6 +28,8 @@ from gateway.images import load_model_input
 from gateway.service import decode_budget
 from gateway.settings import Settings, SettingsError
 from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import stream_encode_multipart
 
 from tests.gateway.support import ScriptedPredictor
 from tests.reliability import bombs
@@ -219,3 +221,45 @@ def test_a_json_body_larger_than_the_largest_batch_is_413_before_it_is_parsed(
     refused = client.post("/predict/batch", data=nested, content_type="application/json")
     assert refused.status_code == 413
     assert refused.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_upload_body_is_reserved_before_it_is_parsed_so_spooled_uploads_are_bounded(
+    settings: Settings,
+) -> None:
+    # a 40 MiB budget per worker: a held download takes 30 MiB, 10 MiB stay free
+    tight = replace(
+        settings,
+        max_image_bytes=12 * MIB,
+        max_body_bytes=13 * MIB,
+        memory_limit_bytes=352 * MIB,
+        decode_wait=0.2,
+    )
+    photo = bombs.jpeg((640, 480))
+    download = HeldDownload(photo, holding=30 * MIB)
+    app = create_app(tight, predictor=ScriptedPredictor({}), fetcher=download)
+    held = threading.Thread(
+        target=lambda: app.test_client().post("/predict", json={"url": "http://i.test/a.jpg"})
+    )
+    held.start()
+    assert download.started.wait(5)
+    client = app.test_client()
+    # the image is small, but werkzeug would spool the whole 12 MiB body to /tmp to find it
+    # (encoded in memory here: the test client's own temporary file would outlive the 503)
+    body, _length, boundary = stream_encode_multipart(
+        {
+            "padding": FileStorage(io.BytesIO(b"\0" * 12 * MIB), "pad.bin"),
+            "file": FileStorage(io.BytesIO(photo), "p.jpg"),
+        },
+        use_tempfile=False,
+    )
+    padded = client.post(
+        "/predict",
+        data=body.read(),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    small = client.post("/predict", data={"file": (io.BytesIO(photo), "p.jpg")})
+    download.released.set()
+    held.join()
+    assert padded.status_code == 503, padded.get_json()
+    assert padded.get_json()["error"]["code"] == "decode_busy"
+    assert small.status_code == 200

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -133,15 +133,22 @@ class Classifier:
         return self._answer_one(image, request_id, watch)
 
     def classify_upload(
-        self, stream: IO[bytes], size: int, request_id: str, stopwatch: Stopwatch | None = None
+        self,
+        stream: IO[bytes],
+        size: int,
+        request_id: str,
+        stopwatch: Stopwatch | None = None,
+        held: Reservation | None = None,
     ) -> dict[str, Any]:
-        """Classify an uploaded image of `size` bytes, read into memory within the budget."""
+        """Classify an uploaded image of `size` bytes, read into memory within the budget
+        (`held` when the caller already reserved the request body, else a new reservation)."""
         watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id)
-        with self.budget.reserve(size) as held:
+        with nullcontext(held) if held is not None else self.budget.reserve(0) as reservation:
+            reservation.resize(max(reservation.nbytes, size))
             data = stream.read(size)
             with watch.stage("preprocess"):
-                image = self.prepare(data, info, held)
+                image = self.prepare(data, info, reservation)
         return self._answer_one(image, request_id, watch)
 
     def _answer_one(self, image: np.ndarray, request_id: str, watch: Stopwatch) -> dict[str, Any]:
