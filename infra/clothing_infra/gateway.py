@@ -216,7 +216,10 @@ class Gateway(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         api_keys = args.api_keys_file is not None
         volumes: list[dict[str, Any]] = [
-            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            # werkzeug spools uploads over 500 KB here; the gateway reserves each upload's body
+            # from its decode budget before parsing it, and all budgets together stay under the
+            # memory limit, so /tmp never holds more than that (the kubelet evicts past it).
+            {"name": "tmp", "emptyDir": {"sizeLimit": SIZING.memory_limit}},
             {"name": "prometheus", "emptyDir": {"medium": "Memory", "sizeLimit": "32Mi"}},
         ]
         if args.api_keys_file is not None:

@@ -459,7 +459,9 @@ def offline_client(settings: Settings, predictor: ScriptedPredictor) -> FlaskCli
     """The app with a fetcher that never touches the network (every URL gives one image)."""
     data = image_bytes("PNG", COLOURS["blue"])
     fetched = FetchedImage(data=data, final_url="x", elapsed=0.0)
-    return create_app(settings, predictor=predictor, fetcher=lambda url: fetched).test_client()
+    return create_app(
+        settings, predictor=predictor, fetcher=lambda url, hold: fetched
+    ).test_client()
 
 
 @settings_profile(max_examples=300, deadline=None)

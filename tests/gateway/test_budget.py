@@ -28,6 +28,8 @@ from gateway.images import load_model_input
 from gateway.service import decode_budget
 from gateway.settings import Settings, SettingsError
 from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import stream_encode_multipart
 
 from tests.gateway.support import ScriptedPredictor
 from tests.reliability import bombs
@@ -158,14 +160,16 @@ def test_the_reserved_cost_follows_the_decode_path() -> None:
 
 
 class HeldDownload:
-    """A downloader that holds its download until `release` (its reservation stays held)."""
+    """A downloader whose body claims `holding` bytes, then waits until `release`."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, holding: int) -> None:
         self.data = data
+        self.holding = holding
         self.started = threading.Event()
         self.released = threading.Event()
 
-    def __call__(self, url: str) -> FetchedImage:
+    def __call__(self, url: str, hold: Callable[[int], None]) -> FetchedImage:
+        hold(self.holding)  # as fetch_image does for a declared Content-Length
         self.started.set()
         self.released.wait(10)
         return FetchedImage(data=self.data, final_url=url, elapsed=0.0)
@@ -184,13 +188,13 @@ def test_a_full_budget_answers_503_decode_busy_with_retry_after_and_photos_still
         decode_wait=0.2,
     )
     photo = bombs.jpeg((640, 480))
-    download = HeldDownload(photo)
+    download = HeldDownload(photo, holding=12 * MIB)
     app = create_app(tight, predictor=ScriptedPredictor({}), fetcher=download)
     costly = bombs.png((1800, 1800))  # grey: about 21 MiB to decode
     held = threading.Thread(
         target=lambda: app.test_client().post("/predict", json={"url": "http://i.test/a.jpg"})
     )
-    held.start()  # reserves the largest image's 12 MiB for its download
+    held.start()  # its download holds 12 MiB of body
     assert download.started.wait(5)
     client = app.test_client()
     busy = client.post("/predict", data={"file": (io.BytesIO(costly), "c.png")})
@@ -217,3 +221,45 @@ def test_a_json_body_larger_than_the_largest_batch_is_413_before_it_is_parsed(
     refused = client.post("/predict/batch", data=nested, content_type="application/json")
     assert refused.status_code == 413
     assert refused.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_upload_body_is_reserved_before_it_is_parsed_so_spooled_uploads_are_bounded(
+    settings: Settings,
+) -> None:
+    # a 40 MiB budget per worker: a held download takes 30 MiB, 10 MiB stay free
+    tight = replace(
+        settings,
+        max_image_bytes=12 * MIB,
+        max_body_bytes=13 * MIB,
+        memory_limit_bytes=352 * MIB,
+        decode_wait=0.2,
+    )
+    photo = bombs.jpeg((640, 480))
+    download = HeldDownload(photo, holding=30 * MIB)
+    app = create_app(tight, predictor=ScriptedPredictor({}), fetcher=download)
+    held = threading.Thread(
+        target=lambda: app.test_client().post("/predict", json={"url": "http://i.test/a.jpg"})
+    )
+    held.start()
+    assert download.started.wait(5)
+    client = app.test_client()
+    # the image is small, but werkzeug would spool the whole 12 MiB body to /tmp to find it
+    # (encoded in memory here: the test client's own temporary file would outlive the 503)
+    body, _length, boundary = stream_encode_multipart(
+        {
+            "padding": FileStorage(io.BytesIO(b"\0" * 12 * MIB), "pad.bin"),
+            "file": FileStorage(io.BytesIO(photo), "p.jpg"),
+        },
+        use_tempfile=False,
+    )
+    padded = client.post(
+        "/predict",
+        data=body.read(),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    small = client.post("/predict", data={"file": (io.BytesIO(photo), "p.jpg")})
+    download.released.set()
+    held.join()
+    assert padded.status_code == 503, padded.get_json()
+    assert padded.get_json()["error"]["code"] == "decode_busy"
+    assert small.status_code == 200

@@ -26,12 +26,13 @@ from urllib.parse import quote, unquote
 import pytest
 from gateway.errors import (
     BlockedURL,
+    DecodeBusy,
     DownloadTimeout,
     ImageHostError,
     ImageTooLarge,
     InvalidURL,
 )
-from gateway.fetch import FetchedImage, FetchPolicy, fetch_image, resolve_host
+from gateway.fetch import HOLD_STEP, FetchedImage, FetchPolicy, fetch_image, resolve_host
 
 IMAGE = bytes(range(256)) * 40  # 10 KiB that no route produces by accident
 MAX_BYTES = 64 * 1024
@@ -581,6 +582,28 @@ def test_cap_is_enforced_while_streaming(base: str, route: str) -> None:
         fetch_image(f"{base}/{route}/{MAX_BYTES + 1}", POLICY)
     with pytest.raises(ImageTooLarge):
         fetch_image(f"{base}/{route}/{50 * MAX_BYTES}", POLICY)
+
+
+def test_a_declared_length_is_held_once_before_the_body_is_read(base: str) -> None:
+    holds: list[int] = []
+    assert fetch_image(f"{base}/image", POLICY, hold=holds.append).data == IMAGE
+    assert holds == [len(IMAGE) + 1]
+
+
+def test_a_body_of_unknown_length_is_held_a_step_at_a_time(base: str) -> None:
+    size = 2 * HOLD_STEP + HOLD_STEP // 2
+    policy = replace(POLICY, max_bytes=4 * HOLD_STEP)
+    holds: list[int] = []
+    assert len(fetch_image(f"{base}/no-length/{size}", policy, hold=holds.append).data) == size
+    assert holds == [HOLD_STEP, 2 * HOLD_STEP, 3 * HOLD_STEP]
+
+
+def test_a_refused_hold_ends_the_download_with_its_error(base: str) -> None:
+    def refuse(nbytes: int) -> None:
+        raise DecodeBusy("no room")
+
+    with pytest.raises(DecodeBusy):
+        fetch_image(f"{base}/no-length/{MAX_BYTES}", POLICY, hold=refuse)
 
 
 def test_chunked_bodies_are_reassembled(base: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -38,7 +38,7 @@ class TableFetcher:
         self.finished: list[str] = []
         self._lock = threading.Lock()
 
-    def __call__(self, url: str) -> FetchedImage:
+    def __call__(self, url: str, hold: Callable[[int], None]) -> FetchedImage:
         delay, answer = self.table[url]
         time.sleep(delay)
         with self._lock:

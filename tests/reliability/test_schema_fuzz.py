@@ -101,7 +101,9 @@ def fuzz_target(model_server: Running, api_keys_file: Path | None = None) -> Ite
     refuse_every_name = TableResolver({})
     predictor = TFServingPredictor(gateway_settings)
     app = create_app(
-        gateway_settings, predictor, fetcher=lambda url: fetch_image(url, policy, refuse_every_name)
+        gateway_settings,
+        predictor,
+        fetcher=lambda url, hold: fetch_image(url, policy, refuse_every_name, hold),
     )
     with ConnectGuard() as guard:
         schema = schemathesis.openapi.from_wsgi("/openapi.json", app)

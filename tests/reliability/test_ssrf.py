@@ -187,7 +187,9 @@ def in_process(
     )  # fmt: skip
     resolver = TableResolver(table)
     predictor = TFServingPredictor(settings)
-    app = create_app(settings, predictor, fetcher=lambda url: fetch_image(url, policy, resolver))
+    app = create_app(
+        settings, predictor, fetcher=lambda url, hold: fetch_image(url, policy, resolver, hold)
+    )
     with ConnectGuard() as guard:
         for url in serve_wsgi(app):
             yield InProcess(url, guard, resolver)

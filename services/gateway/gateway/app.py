@@ -61,7 +61,7 @@ def default_fetcher(settings: Settings) -> Fetcher:
         max_redirects=settings.max_redirects,
         allow_private=settings.allow_private_urls,
     )
-    return lambda url: fetch_image(url, policy)
+    return lambda url, hold: fetch_image(url, policy, hold=hold)
 
 
 def create_app(
@@ -184,19 +184,24 @@ def create_app(
     @keyed
     def predict() -> Response:
         if request.mimetype == "multipart/form-data":
-            upload = request.files.get("file")
-            if upload is None:
-                raise errors.BadRequest("the multipart body needs an image in the field 'file'")
-            # werkzeug spooled the part to a temporary file: its size is known before reading
-            size = upload.stream.seek(0, io.SEEK_END)
-            upload.stream.seek(0)
-            if size > settings.max_image_bytes:
-                raise errors.ImageTooLarge(
-                    f"the image is {size} bytes; the limit is {settings.max_image_bytes}"
+            # werkzeug spools a part over 500 KB to the pod's /tmp as it parses: the body's
+            # size is reserved from the decode budget first, so concurrent uploads are bounded
+            # on disk (the Pulumi program sizes /tmp from the same limit) as well as in memory.
+            body_bytes = request.content_length or settings.max_body_bytes
+            with classifier.budget.reserve(body_bytes) as held:
+                upload = request.files.get("file")
+                if upload is None:
+                    raise errors.BadRequest("the multipart body needs an image in the field 'file'")
+                size = upload.stream.seek(0, io.SEEK_END)
+                upload.stream.seek(0)
+                if size > settings.max_image_bytes:
+                    raise errors.ImageTooLarge(
+                        f"the image is {size} bytes; the limit is {settings.max_image_bytes}"
+                    )
+                answer = classifier.classify_upload(
+                    upload.stream, size, g.request_id, g.stopwatch, held=held
                 )
-            return jsonify(
-                classifier.classify_upload(upload.stream, size, g.request_id, g.stopwatch)
-            )
+            return jsonify(answer)
         body = json_body()
         url = body.get("url")
         if url is None:

@@ -30,6 +30,7 @@ import http.client
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,10 +54,17 @@ from gateway.netguard import IPAddress, Target, check_address, parse_url
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 64 * 1024
+# Without a Content-Length the body's memory is claimed from the caller's `hold` a step at a
+# time, so a slow download of a small photo does not tie up the largest image's bytes.
+HOLD_STEP = 1024 * 1024
 
 # Lookups run here so the total deadline bounds them; getaddrinfo itself cannot be cancelled.
 _LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-dns")
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError)
+
+
+def hold_nothing(nbytes: int) -> None:
+    """A `hold` for callers that keep no memory budget."""
 
 
 class Resolver(Protocol):
@@ -106,15 +114,25 @@ class _Answer:
     data: bytes = b""
 
 
-def fetch_image(url: str, policy: FetchPolicy, resolver: Resolver = resolve_host) -> FetchedImage:
-    """Download the image at `url` under `policy`; raise a GatewayError subclass on failure."""
+def fetch_image(
+    url: str,
+    policy: FetchPolicy,
+    resolver: Resolver = resolve_host,
+    hold: Callable[[int], None] = hold_nothing,
+) -> FetchedImage:
+    """Download the image at `url` under `policy`; raise a GatewayError subclass on failure.
+
+    `hold(n)` is called before the body may take more than n bytes (the Content-Length when the
+    host declares one, else in HOLD_STEP steps): the gateway's decode budget waits or refuses
+    there, so memory is claimed as a download needs it, not the largest image's up front.
+    """
     started = time.monotonic()
     target = parse_url(url)
     visited = {target.url}
     with Deadline(policy.total_timeout) as deadline:
         redirects = 0
         while True:
-            answer = _exchange(target, policy, resolver, deadline)
+            answer = _exchange(target, policy, resolver, deadline, hold)
             if answer.location is None:
                 return FetchedImage(
                     data=answer.data,
@@ -138,7 +156,11 @@ def _redirect_target(current: Target, location: str) -> Target:
 
 
 def _exchange(
-    target: Target, policy: FetchPolicy, resolver: Resolver, deadline: Deadline
+    target: Target,
+    policy: FetchPolicy,
+    resolver: Resolver,
+    deadline: Deadline,
+    hold: Callable[[int], None],
 ) -> _Answer:
     """One request: check every address, dial a checked one, read a redirect or the body."""
     addresses = [target.ip] if target.ip is not None else _resolve(target, resolver, deadline)
@@ -162,7 +184,7 @@ def _exchange(
             decode_content=False,
         )
         response = conn.getresponse()
-        answer = _answer(response, policy)
+        answer = _answer(response, policy, hold)
         # A socket shut by the watchdog reads as a clean end of stream: never trust what
         # was read (a truncated header block parses as a complete response).
         deadline.raise_if_fired()
@@ -178,7 +200,9 @@ def _exchange(
         conn.close()
 
 
-def _answer(response: BaseHTTPResponse, policy: FetchPolicy) -> _Answer:
+def _answer(
+    response: BaseHTTPResponse, policy: FetchPolicy, hold: Callable[[int], None]
+) -> _Answer:
     """A redirect's Location, or the body of a 2xx answer; anything else is the host's fault."""
     if response.status in REDIRECT_STATUSES:
         location = response.headers.get("Location")
@@ -190,21 +214,31 @@ def _answer(response: BaseHTTPResponse, policy: FetchPolicy) -> _Answer:
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ImageHostError(f"the image host sent a {encoding!r}-encoded body")
-    data = _read_capped(response, policy.max_bytes)
+    data = _read_capped(response, policy.max_bytes, hold)
     return _Answer(data=data)
 
 
-def _read_capped(response: BaseHTTPResponse, max_bytes: int) -> bytes:
-    """The raw body, refusing more than `max_bytes` whatever the headers claim."""
+def _read_capped(response: BaseHTTPResponse, max_bytes: int, hold: Callable[[int], None]) -> bytes:
+    """The raw body, refusing more than `max_bytes` whatever the headers claim; no byte is
+    read before `hold` has granted room for it."""
     declared = response.length_remaining
     if declared is not None and declared > max_bytes:
         raise ImageTooLarge(f"the image is {declared} bytes; the limit is {max_bytes}")
+    held = 0
+    if declared is not None:
+        held = declared + 1  # the one byte more that would show a host sending past it
+        hold(held)
     body = bytearray()
-    while chunk := response.read(min(READ_CHUNK, max_bytes + 1 - len(body)), decode_content=False):
+    while True:
+        if len(body) >= held:
+            held = min(max_bytes + 1, held + HOLD_STEP)
+            hold(held)
+        chunk = response.read(min(READ_CHUNK, held - len(body)), decode_content=False)
+        if not chunk:
+            return bytes(body)
         body += chunk
         if len(body) > max_bytes:
             raise ImageTooLarge(f"the image is larger than {max_bytes} bytes")
-    return bytes(body)
 
 
 def _resolve(target: Target, resolver: Resolver, deadline: Deadline) -> list[str]:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -30,7 +30,8 @@ from gateway.settings import Settings, SettingsError, env_name
 log = logging.getLogger("gateway.service")
 
 
-Fetcher = Callable[[str], FetchedImage]
+# (url, hold): `hold(n)` claims room for n body bytes before they are read (fetch_image's)
+Fetcher = Callable[[str, Callable[[int], None]], FetchedImage]
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,9 @@ class Classifier:
         self.shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(SHADOW_IN_FLIGHT)
 
-    def download(self, url: str) -> bytes:
+    def download(self, url: str, hold: Callable[[int], None]) -> bytes:
         """Fetch an image with the SSRF-safe downloader and record the download metrics."""
-        fetched = self.fetcher(url)
+        fetched = self.fetcher(url, hold)
         self.metrics.download_seconds.observe(fetched.elapsed)
         self.metrics.download_bytes.observe(len(fetched.data))
         return fetched.data
@@ -135,11 +136,11 @@ class Classifier:
     def fetch_and_prepare(
         self, url: str, info: ModelInfo, watch: Stopwatch
     ) -> tuple[bytes, np.ndarray]:
-        """Download and decode within the budget: the largest image's bytes are reserved
-        before the download (its size is unknown until it ends), the decode's peak after."""
-        with self.budget.reserve(self.settings.max_image_bytes) as held:
+        """Download and decode within the budget: the body's bytes are reserved as the
+        download needs them (see fetch_image's `hold`), the decode's peak after."""
+        with self.budget.reserve(0) as held:
             with watch.stage("download"):
-                data = self.download(url)
+                data = self.download(url, held.resize)
             held.resize(len(data))
             with watch.stage("preprocess"):
                 return data, self.prepare(data, info, held)
@@ -205,15 +206,22 @@ class Classifier:
         return self._answer_one(data, image, info, request_id, watch)
 
     def classify_upload(
-        self, stream: IO[bytes], size: int, request_id: str, stopwatch: Stopwatch | None = None
+        self,
+        stream: IO[bytes],
+        size: int,
+        request_id: str,
+        stopwatch: Stopwatch | None = None,
+        held: Reservation | None = None,
     ) -> dict[str, Any]:
-        """Classify an uploaded image of `size` bytes, read into memory within the budget."""
+        """Classify an uploaded image of `size` bytes, read into memory within the budget
+        (`held` when the caller already reserved the request body, else a new reservation)."""
         watch = stopwatch or Stopwatch()
         info = self.predictor.model_info(request_id, route=self.router.route())
-        with self.budget.reserve(size) as held:
+        with nullcontext(held) if held is not None else self.budget.reserve(0) as reservation:
+            reservation.resize(max(reservation.nbytes, size))
             data = stream.read(size)
             with watch.stage("preprocess"):
-                image = self.prepare(data, info, held)
+                image = self.prepare(data, info, reservation)
         return self._answer_one(data, image, info, request_id, watch)
 
     def _answer_one(
