@@ -50,6 +50,7 @@ class ModelServer:
                 settings.grpc_bind_address,
                 settings.grpc_port,
                 settings.grpc_max_threads,
+                settings.grpc_channel_arguments,
             )
             self._grpc.start()
         if settings.rest_api_port:

@@ -65,4 +65,5 @@ class Settings:
     file_system_poll_wait_seconds: int = 1
     enable_model_warmup: bool = True
     grpc_max_threads: int = 64
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     grpc_shutdown_grace_seconds: float = 5.0
