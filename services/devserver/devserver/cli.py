@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from devserver import __version__
-from devserver.config_files import ConfigError, read_batching_parameters, read_model_config
+from devserver.config_files import (
+    ConfigError,
+    read_batching_parameters,
+    read_model_config,
+    read_monitoring_config,
+)
 from devserver.settings import BatchingParameters, ModelConfig, Settings
 
 log = logging.getLogger("devserver")
@@ -119,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="devserver only. 'info' logs one line per request.",
     )
+    add("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on REST).")
     add("--version", action="version", version=f"devserver {__version__}")
     return parser
 
@@ -142,6 +148,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError("--rest_api_port must be different from --port")
     if args.grpc_max_threads < 1:
         raise ConfigError("--grpc_max_threads must be at least 1")
+    monitoring_path = None
+    if args.monitoring_config_file:
+        monitoring_path = read_monitoring_config(Path(args.monitoring_config_file))
     batching = BatchingParameters()
     if args.batching_parameters_file:
         batching = read_batching_parameters(Path(args.batching_parameters_file))
@@ -157,6 +166,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         enable_model_warmup=args.enable_model_warmup,
         grpc_max_threads=args.grpc_max_threads,
         grpc_channel_arguments=args.grpc_channel_arguments,
+        monitoring_path=monitoring_path,
     )
 
 
