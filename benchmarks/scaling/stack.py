@@ -402,10 +402,11 @@ backend gateways
             values: dict[str, float] = {}
             for family in text_string_to_metric_families(body.decode()):
                 for sample in family.samples:
-                    if sample.name == ":tensorflow:serving:request_count":
+                    # the parser names a counter's sample <name>_total
+                    if sample.name.startswith(":tensorflow:serving:request_count"):
                         key = f"predict_{sample.labels.get('status', '')}"
                         values[key] = values.get(key, 0.0) + sample.value
-                    elif sample.name == "gateway_requests_total":
+                    elif sample.name in ("gateway_requests_total", "gateway_requests"):
                         key = f"http_{sample.labels.get('status', '')}"
                         values[key] = values.get(key, 0.0) + sample.value
             with self.lock:
