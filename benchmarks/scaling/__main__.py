@@ -79,16 +79,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             gateways = [stack.add("gateway"), stack.add("gateway")]
             stack.wait_ready(gateways)
             rate = args.rate
-            after_ready = 30.0 if args.smoke else 90.0
+            after_ready = 20.0 if args.smoke else 90.0
 
             # 1. model-tier scale-out: a replica added to a loaded 1-replica tier
-            load = start_load(
-                stack, bodies, [(0, rate), (15 + after_ready + 25, rate)], "scale_out"
-            )
+            load = start_load(stack, bodies, [(0, rate), (900, rate)], "scale_out")
             time.sleep(15)
             added = stack.add("model")
             stack.wait_ready([added])
             assert added.ready_at is not None
+            # keep the load on until the window after "ready" is over, however long loading took
+            time.sleep(max(0.0, added.ready_at + after_ready + 1 - stack.now()))
+            load.process.terminate()
             load.wait()
             records = read_requests(stack, load)
             bins: list[dict[str, float | None]] = []

@@ -6,7 +6,8 @@ lines. Each request is a new TCP connection (`Connection: close`) so the load ba
 front, like an NLB, balances connections over the gateways. One line per request goes to OUT:
 `start latency_seconds outcome`, start in time.monotonic() seconds (system-wide on
 Linux, so the harness can place it on its own clock),, outcome an HTTP status or `connect`, `reset`,
-`timeout`. asyncio in its own process, so its CPU is not the harness's.
+`timeout`. SIGTERM stops sending; answers still due are awaited and
+written. asyncio in its own process, so its CPU is not the harness's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -75,10 +77,13 @@ async def run(url: str, bodies: list[bytes], profile: list[tuple[float, float]],
             outcome = "timeout"
         lines.append(f"{begin:.4f} {time.monotonic() - begin:.4f} {outcome}\n")
 
+    # SIGTERM ends the schedule early; requests in flight still finish and are written
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     index = 0
     next_at = 0.0
     with out.open("w") as sink:
-        while next_at < duration:
+        while next_at < duration and not stopping.is_set():
             delay = started + next_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
