@@ -25,7 +25,8 @@ from benchmarks.config import DEFAULT_DATASET, DEFAULT_MODEL_BASE, REPO, BenchEr
 from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos
 from benchmarks.scaling.processes import image_host, tree_rss_bytes
-from benchmarks.stack import free_port, model_server, our_gateway
+from benchmarks.stack import model_server, our_gateway
+from clothing_tools.local_stack import free_port
 
 OUTPUT = REPO / "build" / "scaling" / "concurrency.json"
 # today's 2x8 against the default at 300 ms and 64 clients (the case), then 1 s

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.config import REPO, BenchError
-from benchmarks.stack import stop
+from clothing_tools.local_stack import stop
 
 
 @dataclass(frozen=True)

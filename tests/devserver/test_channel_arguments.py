@@ -20,13 +20,17 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks.scaling.dns import LoopbackDNS
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME
+from tests.devserver.support import MODEL_NAME
 
 NAME = "tiny-model.test"
-AGE = (("grpc.max_connection_age_ms", 1000), ("grpc.max_connection_age_grace_ms", 1000))
+ChannelArguments = tuple[tuple[str, int | str], ...]
+AGE: ChannelArguments = (
+    ("grpc.max_connection_age_ms", 1000),
+    ("grpc.max_connection_age_grace_ms", 1000),
+)
 
 
-def test_channel_arguments_parse_as_tf_serving_does():
+def test_channel_arguments_parse_as_tf_serving_does() -> None:
     parsed = parse_channel_arguments(
         "grpc.max_connection_age_ms=30000,grpc.max_connection_age_grace_ms= -5 ,"
         "grpc.primary_user_agent=tfs,grpc.big=4294967296"
@@ -42,7 +46,9 @@ def test_channel_arguments_parse_as_tf_serving_does():
 
 
 @pytest.mark.parametrize("value", ["grpc.max_connection_age_ms", "a=1,,b=2", "=3", "a=1=2"])
-def test_malformed_channel_arguments_exit_2_with_one_line(capsys, value):
+def test_malformed_channel_arguments_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--model_base_path=/m", f"--grpc_channel_arguments={value}"])
     assert exited.value.code == 2
@@ -66,7 +72,9 @@ def _common_free_port(hosts: tuple[str, ...]) -> int:
 
 
 @contextmanager
-def _replica(model_base: Path, host: str, port: int, arguments: tuple) -> Iterator[ModelServer]:
+def _replica(
+    model_base: Path, host: str, port: int, arguments: ChannelArguments
+) -> Iterator[ModelServer]:
     settings = Settings(
         models=(ModelConfig(MODEL_NAME, model_base),),
         grpc_port=port,
@@ -86,7 +94,9 @@ def _calls(server: ModelServer) -> int:
     return sum(servable.calls for servable in server.manager.available())
 
 
-def _shares_after_scale_out(model_base: Path, arguments: tuple, seconds: float) -> list[str]:
+def _shares_after_scale_out(
+    model_base: Path, arguments: ChannelArguments, seconds: float
+) -> list[str]:
     """Which replica served each sequential Predict after a second one joined the DNS name."""
     hosts = ("127.0.0.2", "127.0.0.3")
     port = _common_free_port(hosts)
@@ -112,7 +122,7 @@ def _shares_after_scale_out(model_base: Path, arguments: tuple, seconds: float) 
 
 
 @pytest.mark.slow
-def test_max_connection_age_makes_dns_clients_reach_a_new_replica(model_base):
+def test_max_connection_age_makes_dns_clients_reach_a_new_replica(model_base: Path) -> None:
     # age 1 s + grace 1 s, the gateway's 10 s minimum between resolutions: 16 s is ample
     served = _shares_after_scale_out(model_base, AGE, seconds=16)
     first_new = served.index("new")  # ValueError: the new replica never got a call
@@ -121,7 +131,7 @@ def test_max_connection_age_makes_dns_clients_reach_a_new_replica(model_base):
 
 
 @pytest.mark.slow
-def test_without_max_connection_age_a_new_replica_gets_nothing(model_base):
+def test_without_max_connection_age_a_new_replica_gets_nothing(model_base: Path) -> None:
     # the failure the flag fixes: the open connection never breaks, so DNS is never re-read
     served = _shares_after_scale_out(model_base, (), seconds=12)
     assert served.count("new") == 0 and len(served) > 50

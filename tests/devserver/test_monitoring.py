@@ -12,13 +12,14 @@ from devserver.config_files import ConfigError
 from devserver.server import ModelServer
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from clothing_tools.local_stack import free_port
 from tests.devserver import tiny_model
-from tests.devserver.conftest import MODEL_NAME, free_port
+from tests.devserver.support import MODEL_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_production_monitoring_config_serves_request_counts(model_base):
+def test_production_monitoring_config_serves_request_counts(model_base: Path) -> None:
     # the very file the model image ships (services/model/monitoring.config)
     args = build_parser().parse_args(
         [
@@ -51,7 +52,7 @@ def test_production_monitoring_config_serves_request_counts(model_base):
     assert "# TYPE :tensorflow:serving:request_count counter" in text
 
 
-def test_disabled_or_broken_monitoring_config(tmp_path):
+def test_disabled_or_broken_monitoring_config(tmp_path: Path) -> None:
     config = tmp_path / "monitoring.config"
     config.write_text("prometheus_config { enable: false }\n")
     args = build_parser().parse_args(["--model_base_path=/m", f"--monitoring_config_file={config}"])

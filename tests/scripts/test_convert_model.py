@@ -456,7 +456,7 @@ def test_warmup_records_are_the_gateways_requests_for_each_allowed_batch_size(
     ]
 
 
-def test_demo_model_warmup_matches_the_batching_configuration():
+def test_demo_model_warmup_matches_the_batching_configuration() -> None:
     # the committed demo model was re-recorded with --rewrite-warmup, not retrained
     version = REPO_ROOT / "services/model/clothing-model/2"
     path = version / "assets.extra" / "tf_serving_warmup_requests"
@@ -473,13 +473,15 @@ def test_demo_model_warmup_matches_the_batching_configuration():
     ]
 
 
-def test_rewrite_warmup_needs_a_description(tmp_path, capsys):
+def test_rewrite_warmup_needs_a_description(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--rewrite-warmup", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("convert_model: error: cannot read ") and err.count("\n") == 1
 
 
-def test_batching_file_without_allowed_sizes_and_a_large_max_is_refused(tmp_path):
+def test_batching_file_without_allowed_sizes_and_a_large_max_is_refused(tmp_path: Path) -> None:
     batching = tmp_path / "batching.txt"
     batching.write_text("max_batch_size { value: 128 }\n")
     with pytest.raises(ConversionError, match="set allowed_batch_sizes"):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.slow
-def test_scale_out_and_scale_in_under_load_lose_no_request(tmp_path):
+def test_scale_out_and_scale_in_under_load_lose_no_request(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "benchmarks.scaling", "--smoke", "--rate=8",

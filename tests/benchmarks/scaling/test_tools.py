@@ -9,7 +9,7 @@ from benchmarks.scaling.image_host import MAX_DELAY_SECONDS, ImageHost
 from benchmarks.scaling.loadgen import rate_at
 
 
-def test_rate_follows_the_profile_linearly():
+def test_rate_follows_the_profile_linearly() -> None:
     profile = [(0.0, 10.0), (100.0, 110.0), (120.0, 110.0), (220.0, 10.0)]
     assert rate_at(profile, -1) == 10
     assert rate_at(profile, 50) == 60
@@ -18,7 +18,7 @@ def test_rate_follows_the_profile_linearly():
     assert rate_at(profile, 300) == 10
 
 
-def test_image_host_delays_have_the_configured_median_and_a_long_tail(tmp_path: Path):
+def test_image_host_delays_have_the_configured_median_and_a_long_tail(tmp_path: Path) -> None:
     host = ImageHost(tmp_path, median_ms=200, sigma=0.6, seed=1)
     delays = sorted(host.delay() for _ in range(20_000))
     assert 0.19 < statistics.median(delays) < 0.21
@@ -28,7 +28,7 @@ def test_image_host_delays_have_the_configured_median_and_a_long_tail(tmp_path: 
     assert ImageHost(tmp_path, median_ms=300, sigma=0).delay() == 0.3
 
 
-def test_image_host_serves_only_files_under_its_root(tmp_path: Path):
+def test_image_host_serves_only_files_under_its_root(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"\xff\xd8jpeg")
     host = ImageHost(tmp_path, 1, 0)
     assert host.body("/a.jpg") == (200, b"\xff\xd8jpeg", "image/jpeg")
