@@ -344,6 +344,29 @@ def write_report(results_path: Path, report: Path) -> None:
                 f"| {x['t']} | {x['tier']} | {x['current']} | {x['desired']} | {x['utilization']} |"
             )
         lines.append("")
+    lines += [
+        "## How to read the failures and limits",
+        "",
+        "- **kill -9 of a gateway**: the requests in flight on the killed process, and the new "
+        "connections sent to it until haproxy's health check (2 x 1 s) marks it down, end as "
+        "connection resets (an NLB, checking 2 x 10 s, does the same for longer; neither "
+        "retries). **kill -9 of a model replica**: calls in "
+        "flight fail with UNAVAILABLE and the gateway's gRPC retry policy sends them to "
+        "another replica, so users see no error.",
+        "- **Model drain**: the harness uses the program's preStop as declared. While it is "
+        "shorter than max connection age + grace (+ the gateway's 10 s minimum between DNS "
+        "resolutions), some gateways still hold a connection at SIGTERM; their calls in "
+        "flight are retried on another replica (above), which is why the rolling replacement "
+        "and scale-in still lose nothing. A preStop of DNS TTL + 1.1 x age + grace + 10 s "
+        'lets the gateways leave before the signal (README "Scaling").',
+        "- **Ramp**: every replica shares the same few CPUs here, so more replicas add no "
+        "capacity once the machine is saturated; latency at the peak measures the machine, "
+        "not the design. The CPU utilization the HPA emulator reads is each replica's "
+        "process-tree CPU (what cAdvisor reads from a pod's cgroup) over its declared request.",
+        "- **Scale-out share**: predictions per replica come from each model replica's "
+        "`:tensorflow:serving:request_count`, scraped every second.",
+        "",
+    ]
     lines += ["## Events", "", "```"]
     lines += [f"{t:8.1f} s  {text}" for t, text in results["events"]]
     lines += ["```", ""]
