@@ -1,7 +1,9 @@
 """The Kubernetes HorizontalPodAutoscaler's algorithm for one Resource (CPU) metric.
 
 Follows kubernetes/kubernetes pkg/controller/podautoscaler (horizontal.go,
-replica_calculator.go) and the autoscaling/v2 API defaults:
+replica_calculator.go) and the autoscaling/v2 defaults (pkg/apis/autoscaling/v2/defaults.go:
+scale up by max(4 pods, 100 %) per 15 s; scale down 100 % per 15 s after the controller's
+300 s window):
 - ratio = mean utilization of the pods with metrics / target; within the tolerance (0.1,
   the controller's --horizontal-pod-autoscaler-tolerance) nothing changes; otherwise
   desired = ceil(ratio x pods with metrics). When scaling up, pods not ready yet count as 0 %
