@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every scenario; returns what the report needs."""
     work = args.output / ("smoke" if args.smoke else "run")
     work.mkdir(parents=True, exist_ok=True)
-    declared = read_declared(work / "program")
+    declared = read_declared()
     photos = load_photos(DEFAULT_DATASET, 200)
     results: dict[str, Any] = {"scenarios": {}}
     port = common_free_port(["127.0.0.1"])
@@ -215,6 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else declared.channel_arguments_source,
             },
             "events": stack.log,
+            "dropped_flags": sorted(stack.dropped_flags),
             "stack_t0": stack.t0,
             "counts": stack.counts,
             "samples": [asdict(s) for s in stack.samples],
@@ -252,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--local-max", type=int, default=4, help="replicas per tier here")
     parser.add_argument("--median-ms", type=float, default=200.0)
     parser.add_argument("--sigma", type=float, default=0.6)
-    parser.add_argument("--gateway-metrics-port", type=int, default=None)
+    parser.add_argument(
+        "--gateway-metrics-port", type=int, default=None, help="default: a free port"
+    )
     parser.add_argument("--channel-arguments", default=None, help="override TF Serving's")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--report", type=Path, default=REPO / "docs" / "scaling.md")

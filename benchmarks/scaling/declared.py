@@ -1,32 +1,22 @@
 """What the Pulumi program declares for each tier, read from the program run under Pulumi's mocks.
 
 The program is the one home of the HPA specs, rolling-update strategy, CPU requests, preStop
-sleeps and TF Serving's flags; the harness runs it (tests/infra/program_runner.py, the runner
-the infra tests use, in its own interpreter with cwd infra/ as the Pulumi CLI would) and
-reads the registered Kubernetes objects. Nothing here is a copy of those values, except the
-documented fallback for TF Serving's connection age while the program does not pass
---grpc_channel_arguments yet (the values agreed between helpers).
+sleeps, TF Serving's flags and the gateway's sizing; the harness runs it through the infra
+package's public `clothing_infra.declared.kubernetes_objects()` (the dev stack's config) and
+reads the Kubernetes objects. Nothing here is a copy of those values, except a documented
+fallback for TF Serving's connection age if the program passed no --grpc_channel_arguments.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from clothing_infra.declared import ProgramError, kubernetes_objects
 
-from benchmarks.config import REPO, BenchError
+from benchmarks.config import BenchError
 from benchmarks.scaling.hpa import HpaSpec
 
-RUNNER = REPO / "tests" / "infra" / "program_runner.py"
-PROJECT = "clothing-serving"
-HPA_TYPE = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
-DEPLOYMENT_TYPE = "kubernetes:apps/v1:Deployment"
 TIERS = {"gateway": "gateway", "model": "tf-serving"}  # tier -> Deployment name
 # COMMON.md "Model tier drain" initial values, used only when the program has no such flag.
 FALLBACK_CHANNEL_ARGUMENTS = (
@@ -88,45 +78,17 @@ def _tier(deployment: dict[str, Any], hpa: dict[str, Any]) -> Tier:
     )
 
 
-def run_program(work: Path) -> list[dict[str, Any]]:
-    """Run the Pulumi program (dev stack config) under mocks; its resource registrations."""
-    work.mkdir(parents=True, exist_ok=True)
-    model = work / "clothing-model"
-    version = model / "1"
-    (version / "variables").mkdir(parents=True, exist_ok=True)
-    (version / "saved_model.pb").write_bytes(b"\x08\x01")  # the program only checks the layout
-    (version / "variables" / "variables.index").write_bytes(b"index")
-    document = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
-    config = {key: str(value) for key, value in document["config"].items()}
-    config[f"{PROJECT}:model_path"] = str(model)
-    (work / "config.json").write_text(json.dumps(config))
-    done = subprocess.run(
-        [sys.executable, str(RUNNER), str(work / "config.json"), str(work / "declared.json")],
-        cwd=REPO / "infra",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"the Pulumi program failed under mocks: {done.stderr.strip()[-400:]}")
-    resources: list[dict[str, Any]] = json.loads((work / "declared.json").read_text())["resources"]
-    return resources
-
-
-def read_declared(work: Path | None = None) -> Declared:
-    """Run the program and pick out both tiers."""
-    if work is None:
-        work = Path(tempfile.mkdtemp(prefix="scaling-program-"))
-    resources = run_program(work)
-    deployments = {
-        r["inputs"]["metadata"]["name"]: r["inputs"]
-        for r in resources
-        if r["type"] == DEPLOYMENT_TYPE
-    }
+def read_declared() -> Declared:
+    """Run the program (dev stack) under mocks and pick out both tiers."""
+    try:
+        objects = kubernetes_objects()
+    except ProgramError as exc:
+        raise BenchError(f"the Pulumi program failed under mocks: {str(exc)[-400:]}") from None
+    deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
     hpas = {
-        r["inputs"]["spec"]["scaleTargetRef"]["name"]: r["inputs"]
-        for r in resources
-        if r["type"] == HPA_TYPE
+        o["spec"]["scaleTargetRef"]["name"]: o
+        for o in objects
+        if o.get("kind") == "HorizontalPodAutoscaler"
     }
     tiers = {}
     for tier, name in TIERS.items():

@@ -217,7 +217,8 @@ def write_report(results_path: Path, report: Path) -> None:
         "name:PORT`; haproxy (TCP mode, health check on /readyz, no retries) as the NLB; an "
         f"image host with log-normal latency (median {settings['median_ms']:.0f} ms, sigma "
         f"{settings['sigma']}); open-loop load (a new connection per request). Metrics are "
-        "scraped directly from every replica every second (gateway `/metrics`, TF Serving's "
+        "scraped directly from every replica every second (gateway `/metrics` on "
+        "`GATEWAY_METRICS_BIND`, TF Serving's "
         "`/monitoring/prometheus/metrics`), not through a Prometheus server.",
         "",
         "Read from the Pulumi program under Pulumi's mocks: HPA gateway "
@@ -229,7 +230,9 @@ def write_report(results_path: Path, report: Path) -> None:
         f"update maxSurge {d['model']['max_surge']} / maxUnavailable "
         f"{d['model']['max_unavailable']}; model preStop {d['model']['pre_stop_seconds']:.0f} s; "
         f"TF Serving `--grpc_channel_arguments={d['channel_arguments']}` (from "
-        f"{d['channel_arguments_source']}).",
+        f"{d['channel_arguments_source']}). TF Serving flags the devserver does not "
+        f"implement, left out: {', '.join(results.get('dropped_flags', [])) or 'none'} (the "
+        "devserver serves the repository's model with --model_name/--model_base_path).",
         "",
         f"Time: the HPA emulator runs at {settings['time_scale']} of real time (15 s sync "
         f"period -> {15 * settings['time_scale']:.1f} s, a 300 s window -> "

@@ -140,6 +140,8 @@ class Stack:
         self.grpc_port = common_free_port(self.model_hosts)
         self.rest_port = common_free_port(self.model_hosts)
         self.gateway_port = common_free_port(self.gateway_hosts)
+        self.metrics_port = self.gateway_metrics_port or common_free_port(self.gateway_hosts)
+        self.dropped_flags: set[str] = set()
         self.dns = LoopbackDNS().start()
         self.dns.publish(SERVICE_NAME, [])
         self.lb_port = common_free_port(["127.0.0.1"])
@@ -222,25 +224,34 @@ backend gateways
 
     # -- replicas --------------------------------------------------------------------------
     def _model_command(self, host: str) -> list[str]:
-        declared = self.declared.model
+        """The program's TF Serving flags, for the devserver on `host`.
+
+        Ports, base path and channel arguments are the harness's; the image's /etc/tfserving
+        files are the repository's services/model files; flags the devserver does not
+        implement (the image's baked --model_config_file, TF session tuning, load retries)
+        are left out and listed in `dropped_flags` for the report.
+        """
+        from devserver.cli import build_parser
+
+        known = {o for action in build_parser()._actions for o in action.option_strings}
+        own = {"--port", "--rest_api_port", "--model_base_path", "--grpc_channel_arguments"}
+        model_name = self.declared.gateway.env.get("GATEWAY_MODEL_NAME", "clothing-model")
         flags = []
-        for arg in declared.args:
+        for arg in self.declared.model.args:
             name = arg.split("=", 1)[0]
-            if name in (
-                "--port",
-                "--rest_api_port",
-                "--model_base_path",
-                "--grpc_channel_arguments",
-            ):
+            if name in own:
                 continue
-            # the image's /etc/tfserving files are the repository's services/model files
+            if name not in known or name == "--model_config_file":
+                self.dropped_flags.add(name)
+                continue
             flags.append(arg.replace("/etc/tfserving/", f"{MODEL_DIR}/"))
         channel = self.channel_arguments or self.declared.channel_arguments
         return [
             sys.executable, "-m", "devserver", f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}", f"--model_base_path={DEFAULT_MODEL_BASE}",
-            f"--grpc_channel_arguments={channel}", *flags, f"--grpc_bind_address={host}",
-            f"--rest_api_bind_address={host}", "--log_level=warning",
+            f"--rest_api_port={self.rest_port}", f"--model_name={model_name}",
+            f"--model_base_path={DEFAULT_MODEL_BASE}", f"--grpc_channel_arguments={channel}",
+            *flags, f"--grpc_bind_address={host}", f"--rest_api_bind_address={host}",
+            "--log_level=warning",
         ]  # fmt: skip
 
     def _free_slot(self, tier: str) -> str:
@@ -271,6 +282,8 @@ backend gateways
                 {
                     "TF_SERVING_HOST": self.dns.target(SERVICE_NAME, self.grpc_port),
                     "GATEWAY_BIND": f"{host}:{self.gateway_port}",
+                    # metrics on their own port, served by the gunicorn master
+                    "GATEWAY_METRICS_BIND": f"{host}:{self.metrics_port}",
                     "GATEWAY_ALLOW_PRIVATE_URLS": "true",  # the image host is on loopback
                     "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
                 }
@@ -388,8 +401,7 @@ backend gateways
     def _metrics_url(self, replica: Replica) -> str:
         if replica.tier == "model":
             return f"http://{replica.address}:{self.rest_port}/monitoring/prometheus/metrics"
-        port = self.gateway_metrics_port or self.gateway_port
-        return f"http://{replica.address}:{port}/metrics"
+        return f"http://{replica.address}:{self.metrics_port}/metrics"
 
     def scrape_once(self) -> None:
         """Read every live replica's /metrics (Prometheus text) into samples."""
