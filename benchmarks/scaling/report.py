@@ -327,17 +327,26 @@ def write_report(results_path: Path, report: Path) -> None:
             f"{concurrency['load_average']}): one gateway, the model server with batching, "
             "an image host with a fixed latency, wrk closed loop.",
             "",
-            "| download ms | workers x threads | clients | req/s | p50 ms | p99 ms | gateway "
-            "CPUs | model CPUs | gateway RSS MiB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| download ms | workers x threads | clients | req/s | p50 ms | p99 ms | errors | "
+            "gateway CPUs | model CPUs | gateway RSS MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for p in concurrency["points"]:
             lines.append(
                 f"| {p['latency_ms']:.0f} | {p['workers']}x{p['threads']} | {p['clients']} | "
-                f"{p['requests_per_second']} | {p['p50_ms']} | {p['p99_ms']} | "
+                f"{p['requests_per_second']} | {p['p50_ms']} | {p['p99_ms']} | {p['errors']} | "
                 f"{p['gateway_cpus']} | {p['model_cpus']} | {p['gateway_rss_mib']} |"
             )
-        lines += ["", "![concurrency](scaling/concurrency.png)", ""]
+        lines += [
+            "",
+            "Errors are wrk's non-2xx answers and socket errors. At 1 s downloads with 320 "
+            "clients, all starting together, downloads finish in bursts and the gateway's "
+            "decode budget (gateway/budget.py) answers 503 `decode_busy` to decodes that wait "
+            "too long for room (see the gateway log under build/scaling/concurrency/).",
+            "",
+            "![concurrency](scaling/concurrency.png)",
+            "",
+        ]
     if "ramp" in s:
         lines += ["## HPA decisions during the ramp", "", "| t s | tier | current | desired | "
                   "mean CPU % of request |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
