@@ -9,7 +9,7 @@ GATEWAY_VENV := $(CURDIR)/.venv-gateway
 TOOLS_VENV := $(CURDIR)/.venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env stages capacity fuzz soak clean
+.PHONY: help uv sync gateway-env tools-env browser local test lint typecheck pytest bench bench-env stages capacity scale scale-env fuzz soak clean
 
 help:
 	@echo "make local   run the model server and the gateway on loopback with the demo model"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench   benchmarks (writes docs/benchmarks.md)"
 	@echo "make stages  the gateways' CPU per request by stage (a section of docs/benchmarks.md)"
 	@echo "make capacity  capacity and cost report from the benchmarks (writes docs/capacity.md)"
+	@echo "make scale   multi-replica scaling scenarios on loopback (writes docs/scaling.md)"
 
 $(CURDIR)/.tools/uv/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools/uv uv==$(UV_VERSION)
@@ -51,7 +52,7 @@ lint: sync
 typecheck: sync
 	$(UV) run --frozen mypy
 
-pytest: sync gateway-env tools-env browser
+pytest: sync gateway-env tools-env browser scale-env
 	$(UV) run --frozen pytest
 
 test: lint typecheck pytest
@@ -74,6 +75,16 @@ stages: sync gateway-env bench-env
 # the infra program's declared sizes (run under Pulumi's mocks) and benchmarks/prices.toml.
 capacity: sync
 	$(UV) run --frozen python -m benchmarks.capacity
+
+# haproxy (the NLB of the local multi-replica stack) and wrk, both Debian packages.
+scale-env:
+	@test -x /usr/sbin/haproxy || (apt-get update && apt-get install -y --no-install-recommends haproxy)
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y --no-install-recommends wrk)
+
+# Gateway concurrency (one gateway, slow image host), then the scaling scenarios (docs/scaling.md).
+scale: sync gateway-env scale-env
+	$(UV) run --frozen python -m benchmarks.scaling.concurrency
+	$(UV) run --frozen python -m benchmarks.scaling
 
 # Schemathesis on the OpenAPI document, many more examples than `make test` (writes docs/reliability.md).
 fuzz: sync gateway-env

@@ -3,7 +3,8 @@
     python scripts/convert_model.py MODEL OUT_DIR [--name clothing-model] [--version N] [--force]
         [--preprocessing xception|inception|none|torch] [--outputs auto|logits|probabilities]
         [--labels a,b,... | --labels-file FILE] [--input-size HxW]
-        [--interpolation nearest|bilinear|...] [--jpeg-draft]
+        [--interpolation nearest|bilinear|...] [--jpeg-draft] [--batching-parameters FILE]
+    python scripts/convert_model.py --rewrite-warmup VERSION_DIR [--batching-parameters FILE]
 
 writes OUT_DIR/<name>/<version>/ as described in docs/model-contract.md: the `serving_default`
 signature (uint8 `images` -> float32 `scores` probabilities + string `labels`), the `describe`
@@ -11,6 +12,14 @@ signature (every output of both has one row per image, as TF Serving's batching 
 `assets.extra/model_description.json` and `assets.extra/tf_serving_warmup_requests`.
 The export is built in a hidden temporary folder next to the target, reloaded and checked
 against the Keras model, and only then renamed into place; a failed run leaves nothing behind.
+
+The warm-up records are exactly the requests the gateway sends (gateway/tfserving.py):
+`serving_default` with `output_filter: [<scores output>]` once per batch size TF Serving's
+batcher can form (`allowed_batch_sizes` of services/model/batching_parameters.txt), and
+`describe` with `output_filter: ["description"]` on one image. TF Serving builds one executor
+per distinct set of fetched outputs, so records fetching every output would leave the first
+real requests of a new pod to pay for that (164 ms instead of 7 ms, issue 11).
+`--rewrite-warmup` rewrites only that file of an existing version (atomically).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -67,7 +77,8 @@ PREPROCESSING = ("xception", "inception", "none", "torch")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WARMUP_BATCH_SIZES = (1, 4)
+# TF Serving's batching configuration: which batch sizes reach the model (warm-up covers each).
+BATCHING_PARAMETERS = Path(__file__).resolve().parents[1] / "services/model/batching_parameters.txt"
 # Every signature is run on these batch sizes to check each output has one row per image.
 BATCH_CHECK_SIZES = (1, 3)
 PARITY_TOLERANCE = 1e-4
@@ -112,11 +123,13 @@ def convert(
     interpolation: str = "nearest",
     jpeg_draft: bool = False,
     force: bool = False,
+    batching_parameters: Path = BATCHING_PARAMETERS,
 ) -> ExportResult:
     """Export a Keras model to `<output_dir>/<model_name>/<version>/`; return what was written."""
     model_path = Path(model_path)
     labels = list(labels)
     _check_options(model_name, version, labels, preprocessing, outputs, input_size, interpolation)
+    batch_sizes = warmup_batch_sizes(batching_parameters)
     kind = sniff_model_file(model_path)
     model_dir = Path(output_dir) / model_name
     if model_dir.exists() and not model_dir.is_dir():
@@ -157,7 +170,7 @@ def convert(
             staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
             staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from a server user
             write_saved_model(model, staging, description)
-            write_warmup_requests(staging, description)
+            write_warmup_requests(staging, description, batch_sizes)
             max_diff = verify_export(model, staging, description)
             signature_text = format_signatures(staging)
             final = model_dir / str(version)
@@ -466,28 +479,80 @@ def sample_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     return np.stack(images)
 
 
-def warmup_batches(description: dict[str, Any]) -> list[np.ndarray]:
-    """The image batches recorded as warm-up requests (one per WARMUP_BATCH_SIZES entry)."""
-    height, width = description["input"]["height"], description["input"]["width"]
-    return [sample_images(n, height, width, seed=n) for n in WARMUP_BATCH_SIZES]
+def warmup_batch_sizes(batching_parameters: Path) -> tuple[int, ...]:
+    """Every batch size TF Serving's batcher can form under a BatchingParameters text proto.
+
+    `allowed_batch_sizes` if set (batches are padded up to one of them), else 1 ..
+    `max_batch_size` (TF Serving's default 1000 is too many to warm up: set the field).
+    Only these two fields matter here; the devserver reads the whole file the same way.
+    """
+    try:
+        text = batching_parameters.read_text()
+    except OSError as exc:
+        raise ConversionError(f"cannot read {batching_parameters}: {exc.strerror}") from None
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    body = " ".join(lines)
+    allowed = [int(v) for v in re.findall(r"\ballowed_batch_sizes\s*:\s*(\d+)", body)]
+    if allowed:
+        return tuple(allowed)
+    found = re.search(r"\bmax_batch_size\s*\{\s*value\s*:\s*(\d+)\s*\}", body)
+    largest = int(found.group(1)) if found else 1000
+    if largest > 64:
+        raise ConversionError(
+            f"{batching_parameters}: batches of 1..{largest} images are possible; "
+            "set allowed_batch_sizes so that warm-up can cover each"
+        )
+    return tuple(range(1, largest + 1))
 
 
-def write_warmup_requests(target: Path, description: dict[str, Any]) -> None:
-    """Write assets.extra/tf_serving_warmup_requests as TF Serving PredictionLog records."""
+def warmup_requests(description: dict[str, Any], batch_sizes: Sequence[int]) -> list[Any]:
+    """The gateway's own requests: scores for each batch size, then describe on one image."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    height, width = description["input"]["height"], description["input"]["width"]
+    requests = []
+    scores = description["outputs"][SCORES_OUTPUT]
+    shapes = [(SERVING_SIGNATURE, scores, n) for n in batch_sizes]
+    shapes.append((DESCRIBE_SIGNATURE, DESCRIPTION_OUTPUT, 1))
+    for signature, output, rows in shapes:
+        request = predict_pb2.PredictRequest(output_filter=[output])
+        request.model_spec.name = description["name"]
+        request.model_spec.signature_name = signature
+        images = sample_images(rows, height, width, seed=rows)
+        request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(images))
+        requests.append(request)
+    return requests
+
+
+def write_warmup_requests(
+    target: Path, description: dict[str, Any], batch_sizes: Sequence[int]
+) -> None:
+    """Write assets.extra/tf_serving_warmup_requests (PredictionLog records), atomically."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
 
     path = warmup_path(target)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for batch in warmup_batches(description):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = description["name"]
-            request.model_spec.signature_name = SERVING_SIGNATURE
-            request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(batch))
+    partial = path.with_name(f".{path.name}.partial")
+    with tf.io.TFRecordWriter(str(partial)) as writer:
+        for request in warmup_requests(description, batch_sizes):
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
+    os.replace(partial, path)
+
+
+def rewrite_warmup(version_dir: Path, batching_parameters: Path = BATCHING_PARAMETERS) -> int:
+    """Rewrite the warm-up file of an exported version from its description; return records."""
+    path = version_dir / ASSETS_EXTRA / DESCRIPTION_FILE
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"cannot read {path}: {exc}") from None
+    sizes = warmup_batch_sizes(batching_parameters)
+    write_warmup_requests(version_dir, description, sizes)
+    return len(sizes) + 1
 
 
 def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> float:
@@ -503,7 +568,7 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
             run_signature(loaded, key, sample_images(rows, height, width, seed=rows))
 
     warmup = read_warmup_requests(export_dir)
-    for key, batch in warmup:  # replayed as TF Serving does at load time, every output fetched
+    for key, batch in warmup:  # every output is fetched here, a superset of the records' filter
         run_signature(loaded, key, batch)
     batches = [sample_images(6, height, width, 0)]
     batches.append(np.zeros_like(batches[0][:1]))
@@ -753,8 +818,24 @@ class _ArgumentParser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     parser = _ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="Keras model file (.keras or legacy .h5)")
-    parser.add_argument("output_dir", type=Path, help="TF Serving model base directory parent")
+    parser.add_argument(
+        "model", type=Path, nargs="?", help="Keras model file (.keras or legacy .h5)"
+    )
+    parser.add_argument(
+        "output_dir", type=Path, nargs="?", help="TF Serving model base directory parent"
+    )
+    parser.add_argument(
+        "--batching-parameters",
+        type=Path,
+        default=BATCHING_PARAMETERS,
+        help="TF Serving BatchingParameters file whose batch sizes warm-up covers",
+    )
+    parser.add_argument(
+        "--rewrite-warmup",
+        type=Path,
+        metavar="VERSION_DIR",
+        help="only rewrite the warm-up records of this exported version folder",
+    )
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model name (sub-folder)")
     parser.add_argument("--version", type=int, help="version number (default: next free)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
@@ -783,6 +864,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args = parser.parse_args(argv)
+        if args.rewrite_warmup is not None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            records = rewrite_warmup(args.rewrite_warmup, args.batching_parameters)
+            print(f"wrote {records} warm-up records to {args.rewrite_warmup / 'assets.extra'}")
+            return 0
+        if args.model is None or args.output_dir is None:
+            raise ConversionError("MODEL and OUT_DIR are required (or use --rewrite-warmup)")
         labels: Sequence[str] = DEFAULT_LABELS
         if args.labels is not None:
             labels = [label.strip() for label in args.labels.split(",")]
@@ -802,6 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             interpolation=args.interpolation,
             jpeg_draft=args.jpeg_draft,
             force=args.force,
+            batching_parameters=args.batching_parameters,
         )
     except ConversionError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

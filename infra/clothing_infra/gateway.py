@@ -55,7 +55,7 @@ SIZING = GatewaySizing(
     memory_request="384Mi",
     memory_limit="768Mi",
     workers=2,
-    threads=32,
+    threads=160,  # docs/scaling.md: CPU, not threads, limits a pod up to 1 s downloads
 )
 
 # The AWS cloud provider's own NLB (no load balancer controller to install): internet-facing,

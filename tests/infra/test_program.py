@@ -475,7 +475,7 @@ def test_gateway_sizing_has_one_home_passed_to_gunicorn_and_the_decode_budget(
     (container,) = containers(default_stack.k8s("Deployment", "gateway"))
     env = {e["name"]: e for e in container["env"]}
     assert env["GATEWAY_WORKERS"]["value"] == str(SIZING.workers)
-    assert env["GATEWAY_THREADS"]["value"] == str(SIZING.threads) == "32"
+    assert env["GATEWAY_THREADS"]["value"] == str(SIZING.threads) == "160"
     # The memory limit reaches the gateway through the downward API: no second copy.
     assert env["GATEWAY_MEMORY_LIMIT_BYTES"]["valueFrom"] == {
         "resourceFieldRef": {

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from devserver.config_files import read_batching_parameters
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -27,6 +28,7 @@ from clothing_tools.convert_model import (
     format_signatures,
     main,
     read_signature_defs,
+    warmup_batch_sizes,
 )
 from clothing_tools.local_stack import free_port
 from tests.helpers import REPO_ROOT
@@ -41,6 +43,7 @@ from tests.model_factories import (
 from .conftest import KERAS_SIZE, XCEPTION_SIZE
 
 SCRIPT = REPO_ROOT / "scripts" / "convert_model.py"
+BATCHING_FILE = REPO_ROOT / "services/model/batching_parameters.txt"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -421,21 +424,19 @@ def test_labels_from_flag_and_files(
     ("export_name", "size"),
     [("keras_export", KERAS_SIZE), ("h5_export", (XCEPTION_SIZE, XCEPTION_SIZE))],
 )
-def test_warmup_file_holds_predict_requests(
+def test_warmup_records_are_the_gateways_requests_for_each_allowed_batch_size(
     export_name: str, size: tuple[int, int], request: pytest.FixtureRequest
 ) -> None:
     export: ExportResult = request.getfixturevalue(export_name)
     path = export.path / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-    assert len(records) >= 2
     loaded = load_export(export.path)
-    batch_sizes = []
+    seen = []
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record)
         assert log.WhichOneof("log_type") == "predict_log"
         request_proto = log.predict_log.request
         assert request_proto.model_spec.name == "clothing-model"
-        assert request_proto.model_spec.signature_name == "serving_default"
         assert list(request_proto.inputs) == ["images"]
         tensor = request_proto.inputs["images"]
         assert tensor.dtype == types_pb2.DT_UINT8
@@ -443,12 +444,50 @@ def test_warmup_file_holds_predict_requests(
         assert images.dtype == np.uint8
         assert images.shape[1:] == (*size, 3)
         assert images.std() > 10  # photo-like variation, not a blank frame
-        batch_sizes.append(images.shape[0])
-        # every output is fetched, as TF Serving does when it replays the record
-        result = serve(loaded, images)
-        assert result["scores"].shape == result["labels"].shape == (len(images), len(LABELS))
-    assert 1 in batch_sizes
-    assert max(batch_sizes) > 1
+        signature = request_proto.model_spec.signature_name
+        seen.append((signature, list(request_proto.output_filter), images.shape[0]))
+        result = loaded.signatures[signature](images=tf.constant(images))
+        assert all(value.shape[0] == len(images) for value in result.values())
+    # what gateway/tfserving.py sends: scores only, and describe's description on one image
+    sizes = read_batching_parameters(BATCHING_FILE).allowed_batch_sizes
+    assert sizes and sizes[-1] == read_batching_parameters(BATCHING_FILE).max_batch_size
+    assert seen == [("serving_default", ["scores"], n) for n in sizes] + [
+        ("describe", ["description"], 1)
+    ]
+
+
+def test_demo_model_warmup_matches_the_batching_configuration() -> None:
+    # the committed demo model was re-recorded with --rewrite-warmup, not retrained
+    version = REPO_ROOT / "services/model/clothing-model/2"
+    path = version / "assets.extra" / "tf_serving_warmup_requests"
+    seen = []
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        request_proto = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        rows = request_proto.inputs["images"].tensor_shape.dim[0].size
+        seen.append(
+            (request_proto.model_spec.signature_name, list(request_proto.output_filter), rows)
+        )
+    sizes = read_batching_parameters(BATCHING_FILE).allowed_batch_sizes
+    assert seen == [("serving_default", ["scores"], n) for n in sizes] + [
+        ("describe", ["description"], 1)
+    ]
+
+
+def test_rewrite_warmup_needs_a_description(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--rewrite-warmup", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convert_model: error: cannot read ") and err.count("\n") == 1
+
+
+def test_batching_file_without_allowed_sizes_and_a_large_max_is_refused(tmp_path: Path) -> None:
+    batching = tmp_path / "batching.txt"
+    batching.write_text("max_batch_size { value: 128 }\n")
+    with pytest.raises(ConversionError, match="set allowed_batch_sizes"):
+        warmup_batch_sizes(batching)
+    batching.write_text("max_batch_size { value: 3 }  # small\n")
+    assert warmup_batch_sizes(batching) == (1, 2, 3)
 
 
 # --- serving with TF Serving's batching -------------------------------------------------------
@@ -458,7 +497,7 @@ def test_export_loads_and_serves_behind_batching(keras_export: ExportResult) -> 
     # the devserver splits outputs like TF Serving's BatchingSession, which fails the load when
     # a warm-up record fetches an output without one row per image
     from devserver.server import ModelServer
-    from devserver.settings import BatchingParameters, ModelConfig, Settings
+    from devserver.settings import ModelConfig, Settings
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     settings = Settings(
@@ -466,13 +505,13 @@ def test_export_loads_and_serves_behind_batching(keras_export: ExportResult) -> 
         grpc_port=free_port(),
         rest_api_port=0,
         enable_batching=True,
-        batching=BatchingParameters(max_batch_size=8, num_batch_threads=1),
+        batching=read_batching_parameters(BATCHING_FILE),
     )
     server = ModelServer(settings)
     server.start()
     try:
         servable = server.manager.specific("clothing-model", 1)
-        assert servable.warmup_records == 2
+        assert servable.warmup_records == len(settings.batching.allowed_batch_sizes) + 1
         with grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             for key, rows in (("serving_default", 3), ("describe", 1)):

@@ -2,6 +2,12 @@
 
 Flags are parsed (and bad ones refused with one line and exit code 2) before TensorFlow
 is imported, so mistakes are reported at once.
+
+Signals: like `tensorflow_model_server`, which installs no handler (tensorflow/serving
+`tensorflow_serving/model_servers/main.cc` ends in `server.WaitForTermination()`; issue
+1853), SIGTERM and SIGINT take their default action and end the process at once, in-flight
+RPCs included. A graceful stop therefore has to come from outside: the pod's preStop hook
+and gRPC's max connection age move the gateways away first (see README "Scaling").
 """
 
 from __future__ import annotations
@@ -9,16 +15,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
 from devserver import __version__
-from devserver.config_files import ConfigError, read_batching_parameters, read_model_config
+from devserver.config_files import (
+    ConfigError,
+    read_batching_parameters,
+    read_model_config,
+    read_monitoring_config,
+)
 from devserver.settings import BatchingParameters, ModelConfig, Settings
 
 log = logging.getLogger("devserver")
@@ -43,6 +54,37 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
     return port
+
+
+_INT32 = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _channel_value(text: str) -> int | str:
+    # TF Serving passes a value as an int when absl::SimpleAtoi reads it as an int32
+    # (surrounding spaces and a sign allowed), otherwise as a string (server.cc).
+    if _INT32.fullmatch(text) and -(2**31) <= int(text) < 2**31:
+        return int(text)
+    return text
+
+
+def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """`name=value,name=value` as tensorflow_model_server's --grpc_channel_arguments reads it.
+
+    tensorflow/serving model_servers/server.cc parseGrpcChannelArgs: split on ",", then
+    each on "="; an empty flag means none. TF Serving indexes `key_val[1]` unchecked (a
+    part without "=" is undefined behaviour, extra "=" parts are dropped): both are refused.
+    """
+    if not text:
+        return ()
+    arguments: list[tuple[str, int | str]] = []
+    for part in text.split(","):
+        key_value = part.split("=")
+        if len(key_value) != 2 or not key_value[0]:
+            raise argparse.ArgumentTypeError(
+                f"expected name=value in --grpc_channel_arguments, got {part!r}"
+            )
+        arguments.append((key_value[0], _channel_value(key_value[1])))
+    return tuple(arguments)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,11 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--grpc_max_threads", type=int, default=64, help="gRPC worker threads. Default 64.")
     add(
+        "--grpc_channel_arguments",
+        type=parse_channel_arguments,
+        default=(),
+        help="name=value,... passed to the gRPC server (e.g. grpc.max_connection_age_ms=2000).",
+    )
+    add(
         "--log_level",
         choices=["debug", "info", "warning", "error"],
         default="info",
         help="devserver only. 'info' logs one line per request.",
     )
+    add("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on REST).")
     add("--version", action="version", version=f"devserver {__version__}")
     return parser
 
@@ -107,6 +156,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError("--rest_api_port must be different from --port")
     if args.grpc_max_threads < 1:
         raise ConfigError("--grpc_max_threads must be at least 1")
+    monitoring_path = None
+    if args.monitoring_config_file:
+        monitoring_path = read_monitoring_config(Path(args.monitoring_config_file))
     batching = BatchingParameters()
     if args.batching_parameters_file:
         batching = read_batching_parameters(Path(args.batching_parameters_file))
@@ -124,15 +176,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         allow_version_labels_for_unavailable_models=(
             args.allow_version_labels_for_unavailable_models
         ),
+        grpc_channel_arguments=args.grpc_channel_arguments,
+        monitoring_path=monitoring_path,
     )
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags, start the server, serve until SIGTERM or SIGINT, stop cleanly."""
+    """Parse flags, start the server, serve until a signal ends the process."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -152,29 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from devserver.manager import StartupError
     from devserver.server import ModelServer
 
-    stop = threading.Event()
-    starting = True
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("Received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-        if starting:
-            raise _Interrupted
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # No handler, as in tensorflow_model_server: the default action ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     server = ModelServer(settings)
     try:
         server.start()
-        starting = False
-    except _Interrupted:
-        server.stop(0)
-        return 0
     except (StartupError, OSError) as err:
         print(f"devserver: Failed to start server. Error: {err}", file=sys.stderr)
         server.stop(0)
         return 1
-    stop.wait()
-    server.stop()
-    log.info("Server stopped")
-    return 0
+    threading.Event().wait()  # WaitForTermination(): only a signal ends the process
+    return 0  # pragma: no cover - never reached

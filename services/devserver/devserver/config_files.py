@@ -172,3 +172,14 @@ def _read(path: Path, what: str) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read {what} file {path}: {err.strerror}") from None
+
+
+def read_monitoring_config(path: Path) -> str | None:
+    """Read `--monitoring_config_file`; the Prometheus metrics path, or None when disabled."""
+    from devserver.monitoring import parse_monitoring_config
+
+    text = _read(path, "monitoring config")
+    try:
+        return parse_monitoring_config(text)
+    except text_format.ParseError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -110,9 +110,19 @@ def host_port(host: str, port: int) -> str:
 
 
 def create_grpc_server(
-    predictor: Predictor, manager: ServableManager, host: str, port: int, max_threads: int
+    predictor: Predictor,
+    manager: ServableManager,
+    host: str,
+    port: int,
+    max_threads: int,
+    channel_arguments: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.Server:
-    """A started-ready gRPC server bound to host:port (raises OSError if it cannot bind)."""
+    """A started-ready gRPC server bound to host:port (raises OSError if it cannot bind).
+
+    `channel_arguments` are added after the server's own, as TF Serving adds
+    --grpc_channel_arguments (e.g. grpc.max_connection_age_ms, which makes clients
+    re-resolve DNS and so reach new replicas: grpc/grpc issue 12295).
+    """
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="devserver-grpc"),
         options=[
@@ -121,6 +131,7 @@ def create_grpc_server(
             ("grpc.max_send_message_length", -1),
             # Fail loudly when the port is taken instead of sharing it.
             ("grpc.so_reuseport", 0),
+            *channel_arguments,
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(

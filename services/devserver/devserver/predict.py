@@ -17,8 +17,9 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from devserver import tensors
-from devserver.errors import FailedPrecondition, Internal, InvalidArgument
+from devserver.errors import FailedPrecondition, Internal, InvalidArgument, ServingError
 from devserver.manager import ServableManager
+from devserver.monitoring import RequestCounter
 from devserver.servable import Servable
 
 PREDICT_METHODS = (
@@ -44,12 +45,19 @@ class Predictor:
     def __init__(self, manager: ServableManager, runner: Runner = direct_runner) -> None:
         self._manager = manager
         self._runner = runner
+        self.requests = RequestCounter()
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        """Answer a PredictRequest from whichever servable its ModelSpec names."""
-        if not request.HasField("model_spec"):
-            raise InvalidArgument("Missing ModelSpec")
-        return self.predict_on(self._manager.resolve(request.model_spec), request)
+        """Answer a PredictRequest from whichever servable its ModelSpec names (counted)."""
+        try:
+            if not request.HasField("model_spec"):
+                raise InvalidArgument("Missing ModelSpec")
+            response = self.predict_on(self._manager.resolve(request.model_spec), request)
+        except ServingError as err:
+            self.requests.record(request.model_spec.name, err.code.name)
+            raise
+        self.requests.record(request.model_spec.name, "OK")
+        return response
 
     def predict_on(
         self, servable: Servable, request: predict_pb2.PredictRequest

@@ -132,13 +132,20 @@ class RestApi:
         predict_request.model_spec.signature_name = requested_signature
         for alias, array in arrays.items():
             predict_request.inputs[alias].CopyFrom(tf.make_tensor_proto(array))
-        response = self._predictor.predict_on(servable, predict_request)
+        try:
+            response = self._predictor.predict_on(servable, predict_request)
+        except ServingError as err:
+            self._predictor.requests.record(servable.name, err.code.name)
+            raise
+        self._predictor.requests.record(servable.name, "OK")
         outputs = {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
         return json_tensor.response_json(outputs, request_format)
 
 
-def create_app(manager: ServableManager, predictor: Predictor) -> Flask:
-    """The Flask app serving TF Serving's REST API."""
+def create_app(
+    manager: ServableManager, predictor: Predictor, monitoring_path: str | None = None
+) -> Flask:
+    """The Flask app serving TF Serving's REST API (and Prometheus metrics if configured)."""
     app = Flask("devserver")
     api = RestApi(manager, predictor)
 
@@ -146,6 +153,8 @@ def create_app(manager: ServableManager, predictor: Predictor) -> Flask:
     @app.route("/<path:path>", methods=METHODS)
     def handle(path: str) -> Response:
         rid = request.headers.get("X-Request-Id", "-")
+        if monitoring_path is not None and request.path == monitoring_path:
+            return Response(predictor.requests.exposition(), 200, mimetype="text/plain")
         if not V1_PATH.fullmatch(request.path):
             log.info("rest %s %s -> 404 x-request-id=%s", request.method, request.path, rid)
             return Response(b"", status=404)

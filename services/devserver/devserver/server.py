@@ -54,10 +54,11 @@ class ModelServer:
                 settings.grpc_bind_address,
                 settings.grpc_port,
                 settings.grpc_max_threads,
+                settings.grpc_channel_arguments,
             )
             self._grpc.start()
         if settings.rest_api_port:
-            app = create_app(self.manager, self.predictor)
+            app = create_app(self.manager, self.predictor, settings.monitoring_path)
             self._rest = RestServer(app, settings.rest_api_bind_address, settings.rest_api_port)
             self._rest.start()
         self.manager.poll_forever(settings.file_system_poll_wait_seconds)

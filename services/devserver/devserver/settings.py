@@ -66,4 +66,6 @@ class Settings:
     enable_model_warmup: bool = True
     grpc_max_threads: int = 64
     allow_version_labels_for_unavailable_models: bool = False
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    monitoring_path: str | None = None
     grpc_shutdown_grace_seconds: float = 5.0

@@ -251,8 +251,15 @@ class Settings:
         Check(lambda value: ":" in value, "must be HOST:PORT"),
     )
     workers: int = setting(2, "GATEWAY_WORKERS", "gunicorn worker processes", at_least(1))
+    # A request holds its thread while it downloads (100-1000 ms on real hosts) and costs
+    # ~3.5 ms of CPU: 2 x 160 threads keep a 1-CPU pod CPU-bound up to 1 s downloads (~285
+    # req/s x 1.05 s = 300 in flight), so the CPU-based HPA sees the load (docs/scaling.md).
     threads: int = setting(
-        8, "GATEWAY_THREADS", "threads per worker (gthread worker class)", at_least(1)
+        160,
+        "GATEWAY_THREADS",
+        "threads per worker (gthread worker class); sized so CPU, not threads, limits a pod "
+        "at downloads up to 1 s (README Scaling)",
+        at_least(1),
     )
     worker_timeout: int = setting(
         60,
