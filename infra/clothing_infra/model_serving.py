@@ -103,6 +103,10 @@ def tf_serving_args(cpu_threads: int) -> list[str]:
         f"--port={GRPC_PORT}",
         f"--rest_api_port={REST_PORT}",
         f"--model_config_file={MODEL_CONFIG_FILE}",
+        # The config labels its versions from the start; TF Serving assigns labels before the
+        # first load (ServerCore::ReloadConfig, model_servers/server_core.cc) and refuses to
+        # start with FAILED_PRECONDITION without this flag (g3doc/serving_config.md).
+        "--allow_version_labels_for_unavailable_models=true",
         "--enable_batching",
         f"--batching_parameters_file={CONFIG_DIR}/batching_parameters.txt",
         f"--monitoring_config_file={CONFIG_DIR}/monitoring.config",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clothing_infra.model_serving import tf_serving_args
 from devserver.cli import build_parser, main, settings_from_args
 from devserver.config_files import (
     ConfigError,
@@ -210,3 +211,13 @@ def test_version_policies_pick_versions() -> None:
     assert VersionPolicy("latest", num_versions=2).aspired(present) == [3, 10]
     assert VersionPolicy("all").aspired(present) == [1, 2, 3, 10]
     assert VersionPolicy("specific", versions=(2, 7)).aspired(present) == [2]
+
+
+def test_every_flag_the_pulumi_program_gives_tf_serving_parses_in_the_devserver() -> None:
+    # the same command line runs locally (make scale) and in the pod; TF Serving would only
+    # warn about a flag it does not know, the devserver refuses it, so drift shows up here
+    args = build_parser().parse_args(tf_serving_args(cpu_threads=2))
+    assert args.allow_version_labels_for_unavailable_models is True
+    assert args.max_num_load_retries == 0
+    assert (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) == (2, 2)
+    assert dict(args.grpc_channel_arguments)["grpc.max_connection_age_ms"] == 30000

@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="devserver only. 'info' logs one line per request.",
     )
     add("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on REST).")
+    add(
+        "--max_num_load_retries",
+        type=int,
+        default=5,
+        help="Accepted for TF Serving's command lines; the devserver never retries a failed load.",
+    )
+    for pool in ("intra", "inter"):
+        add(
+            f"--tensorflow_{pool}_op_parallelism",
+            type=int,
+            default=0,
+            help=f"TensorFlow's {pool}-op thread pool size (0: TensorFlow decides).",
+        )
     add("--version", action="version", version=f"devserver {__version__}")
     return parser
 
@@ -198,6 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batching_parameters_file and not settings.enable_batching:
         log.warning("--batching_parameters_file is ignored without --enable_batching")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    if args.max_num_load_retries > 0:
+        log.info("--max_num_load_retries: the devserver loads each version once, never retries")
+    if args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism:
+        import tensorflow as tf
+
+        # as tensorflow_model_server does with these flags, before any model is loaded
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
 
     from devserver.manager import StartupError
     from devserver.server import ModelServer
