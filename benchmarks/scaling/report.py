@@ -279,7 +279,7 @@ def write_report(results_path: Path, report: Path) -> None:
             (p for p in concurrency["points"] if p["threads"] == 8 and p["latency_ms"] == 300),
             None,
         )
-        from gateway.settings import Settings  # on sys.path through benchmarks.config
+        from gateway.settings import Settings
 
         defaults = Settings()
         chosen = [
