@@ -29,7 +29,8 @@ from benchmarks.scaling.scenarios import (
     read_requests,
     start_load,
 )
-from benchmarks.scaling.stack import Stack, common_free_port
+from benchmarks.scaling.stack import Stack
+from clothing_tools.local_stack import common_free_port
 
 OUTPUT = REPO / "build" / "scaling"
 

@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.config import DEFAULT_MODEL_BASE, GATEWAY_DIR, GATEWAY_VENV, REPO, BenchError
 from benchmarks.scaling.declared import Declared
 from benchmarks.scaling.dns import LoopbackDNS
+from clothing_tools.local_stack import common_free_port
 
 MODEL_DIR = REPO / "services" / "model"
 DEVSERVER_DIR = REPO / "services" / "devserver"
@@ -50,22 +51,6 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return int(err.code), b""
     except OSError:
         return 0, b""
-
-
-def common_free_port(hosts: list[str]) -> int:
-    """A TCP port free on every address."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as other:
-                    other.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise BenchError("no port free on every loopback address")
 
 
 @dataclass

@@ -3,7 +3,6 @@ does for clients that balance over a DNS name (grpc/grpc issue 12295)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from gateway.tfserving import channel_options
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks.scaling.dns import LoopbackDNS
+from clothing_tools.local_stack import common_free_port
 from tests.devserver import tiny_model
 from tests.devserver.support import MODEL_NAME
 
@@ -56,21 +56,6 @@ def test_malformed_channel_arguments_exit_2_with_one_line(
     assert err.count("\n") == 1 and "expected name=value in --grpc_channel_arguments" in err
 
 
-def _common_free_port(hosts: tuple[str, ...]) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as other:
-                    other.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no port free on every address")
-
-
 @contextmanager
 def _replica(
     model_base: Path, host: str, port: int, arguments: ChannelArguments
@@ -99,7 +84,7 @@ def _shares_after_scale_out(
 ) -> list[str]:
     """Which replica served each sequential Predict after a second one joined the DNS name."""
     hosts = ("127.0.0.2", "127.0.0.3")
-    port = _common_free_port(hosts)
+    port = common_free_port(hosts)
     request = tiny_model.predict_request(tiny_model.random_images(1, seed=7))
     with LoopbackDNS() as dns, _replica(model_base, hosts[0], port, arguments):
         dns.publish(NAME, [hosts[0]])
