@@ -8,8 +8,9 @@ import pytest
 
 from tests.helpers import DATASET_DIR
 
-# The real stack's fixtures (model server, logs), for tests/e2e and tests/reliability.
-pytest_plugins = ["tests.stack"]
+# The real stack's fixtures (model server, logs), for tests/e2e and tests/reliability, and the
+# one headless Chromium every page test shares.
+pytest_plugins = ["tests.stack", "tests.browser"]
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 from tests.canary.conftest import Versions, labelled_server
-from tests.e2e.test_web_page import DESKTOP, WAIT_MS, browser, read_result
-
-__all__ = ["browser"]  # the e2e tests' headless Chromium fixture, used here
+from tests.e2e.test_web_page import DESKTOP, WAIT_MS, read_result
 
 
 @pytest.mark.slow

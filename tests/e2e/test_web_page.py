@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,17 +18,6 @@ from clothing_tools.local_stack import Running
 from tests.e2e.support import KEY, WRONG_KEY
 from tests.helpers import REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "artifacts" / "web"
 DESKTOP = {"width": 1000, "height": 900}
 PHONE = {"width": 375, "height": 740}
@@ -40,39 +27,6 @@ pytestmark = pytest.mark.slow
 
 
 # --- the browser -------------------------------------------------------------------------------
-
-
-def ensure_chromium() -> None:
-    """Install Debian's chromium the way `make browser` does; skip only when that is impossible."""
-    if CHROMIUM.exists():
-        return
-    if shutil.which("make") is None:
-        pytest.skip(f"Chromium is not at {CHROMIUM} and make is missing to install it")
-    done = subprocess.run(
-        ["make", "-C", str(REPO_ROOT), "browser"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0 or not CHROMIUM.exists():
-        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        pytest.skip(
-            f"Chromium is not at {CHROMIUM} and `make browser` could not install it: "
-            + " / ".join(tail)
-        )
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's headless Chromium driven by Playwright (never a downloaded browser build)."""
-    ensure_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
