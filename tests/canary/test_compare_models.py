@@ -12,7 +12,7 @@ import pytest
 
 from clothing_tools.local_stack import model_config_text
 from tests.canary import model_versions
-from tests.canary.conftest import DEMO_VERSION, Versions, model_server
+from tests.canary.support import DEMO_VERSION, Versions, model_server
 from tests.helpers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "compare_models.py"

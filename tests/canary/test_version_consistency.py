@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.canary import model_versions
-from tests.canary.conftest import DEMO_VERSION, Versions, rollout
+from tests.canary.support import DEMO_VERSION, Versions, rollout
 
 ROUNDS = 4  # each photo sent this many times
 CLIENTS = 8  # concurrent requests

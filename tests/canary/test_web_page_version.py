@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.canary.conftest import Versions, labelled_server
+from tests.canary.support import Versions, labelled_server
 from tests.e2e.test_web_page import DESKTOP, WAIT_MS, read_result
 
 

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from gateway.app import create_app
 from gateway.errors import ModelError, ModelTimeout, ModelUnavailable
-from gateway.metrics import Metrics, serve_metrics
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 from tests.gateway.support import (
@@ -22,6 +22,7 @@ from tests.gateway.support import (
     ScriptedPredictor,
     image_bytes,
     serve_images,
+    serve_metrics_url,
 )
 from tests.helpers import serve_wsgi
 
@@ -125,23 +126,13 @@ def strict_server(strict_app: Flask) -> Iterator[str]:
     yield from serve_wsgi(strict_app)
 
 
-def _serve_metrics(metrics: Metrics) -> Iterator[str]:
-    """Serve `metrics` on a listener of their own, as the gunicorn master does."""
-    server = serve_metrics("127.0.0.1:0", metrics.registry)
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="session")
 def metrics_url(app_metrics: Metrics) -> Iterator[str]:
     """The app's metrics on a listener of their own (as the gunicorn master serves them)."""
-    yield from _serve_metrics(app_metrics)
+    yield from serve_metrics_url(app_metrics)
 
 
 @pytest.fixture(scope="session")
 def strict_metrics_url(strict_app_metrics: Metrics) -> Iterator[str]:
     """The strict app's metrics on a listener of their own."""
-    yield from _serve_metrics(strict_app_metrics)
+    yield from serve_metrics_url(strict_app_metrics)

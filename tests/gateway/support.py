@@ -20,6 +20,7 @@ import jsonschema
 import numpy as np
 from gateway.contract import ResizeSpec
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics, serve_metrics
 from gateway.predictor import ModelInfo, Prediction
 from PIL import Image
 
@@ -228,3 +229,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)
+
+
+def serve_metrics_url(metrics: Metrics) -> Iterator[str]:
+    """Serve `metrics` on a listener of their own, as the gunicorn master does."""
+    server = serve_metrics("127.0.0.1:0", metrics.registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -23,13 +23,13 @@ from gateway.logs import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.settings import Settings, SettingsError
 
-from tests.gateway.conftest import _serve_metrics
 from tests.gateway.support import (
     COLOURS,
     ImageHost,
     ScriptedPredictor,
     assert_documented,
     image_bytes,
+    serve_metrics_url,
 )
 from tests.helpers import serve_wsgi
 
@@ -71,7 +71,7 @@ def keyed(keyed_app: Flask) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def keyed_metrics(keyed_app_metrics: Metrics) -> Iterator[str]:
-    yield from _serve_metrics(keyed_app_metrics)
+    yield from serve_metrics_url(keyed_app_metrics)
 
 
 def upload(base: str, **headers: str) -> requests.Response:

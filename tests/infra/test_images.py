@@ -10,7 +10,7 @@ from clothing_infra.images import EMPTY_CONTEXT, content_tag
 from clothing_infra.model_serving import INIT, SERVER, tf_serving_args
 from clothing_infra.pods import RUN_AS_USER
 
-from tests.infra.conftest import REPO_ROOT, write_model_layout
+from tests.infra.support import REPO_ROOT, write_model_layout
 
 MODEL = REPO_ROOT / "services" / "model"
 GATEWAY = REPO_ROOT / "services" / "gateway"

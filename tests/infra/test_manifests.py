@@ -14,8 +14,8 @@ from clothing_infra.declared import Declared
 from clothing_infra.settings import CLUSTER_AUTOSCALER_IMAGES
 from kubernetes_validate.utils import all_versions, major_minor
 
-from tests.infra.conftest import PROJECT, REPO_ROOT, dev_stack_config
 from tests.infra.offline import run_offline
+from tests.infra.support import PROJECT, REPO_ROOT, dev_stack_config
 
 DOCKERFILES = [
     REPO_ROOT / "services" / "model" / "Dockerfile",

@@ -13,7 +13,7 @@ from devserver.settings import VersionPolicy
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.infra.conftest import API_KEYS, CERTIFICATE, INFRA, REPO_ROOT, containers
+from tests.infra.support import API_KEYS, CERTIFICATE, INFRA, REPO_ROOT, containers
 
 FLAGS_FILE = Path(__file__).with_name("tf_serving_flags.txt")
 NLB = "service.beta.kubernetes.io/aws-load-balancer-"
@@ -127,7 +127,7 @@ def test_no_keys_no_secret_and_no_keys_file(default_stack: Declared) -> None:
 def test_api_keys_must_be_stored_as_a_secret(tmp_path: Path) -> None:
     from clothing_infra.declared import ProgramError, dev_config, finish, start
 
-    from tests.infra.conftest import write_model_layout
+    from tests.infra.support import write_model_layout
 
     model = write_model_layout(tmp_path / "model")
     config = dev_config(model_path=str(model), api_keys=json.dumps(API_KEYS))

@@ -14,7 +14,7 @@ import yaml
 from clothing_infra.declared import Declared
 from policy import rules
 
-from tests.infra.conftest import INFRA
+from tests.infra.support import INFRA
 
 PACK = INFRA / "policy"
 

@@ -12,7 +12,7 @@ from clothing_infra.gateway import SIZING
 from clothing_infra.model_serving import model_server_config
 from gateway.settings import Settings, env_name
 
-from tests.infra.conftest import (
+from tests.infra.support import (
     EXISTING_KUBECONFIG,
     INFRA,
     PROJECT,

@@ -21,7 +21,7 @@ from clothing_infra.settings import (
     preview_warnings,
 )
 
-from tests.infra.conftest import PROJECT, REPO_ROOT, dev_stack_config, write_model_layout
+from tests.infra.support import PROJECT, REPO_ROOT, dev_stack_config, write_model_layout
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import pytest
 
 from clothing_tools.convert_model import ExportResult, convert
 from tests.model_factories import legacy_xception_h5, save_keras_classifier
-
-KERAS_SIZE = (32, 32)
-XCEPTION_SIZE = 71
+from tests.scripts.support import KERAS_SIZE, XCEPTION_SIZE
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,7 @@ from tests.model_factories import (
     sample_batch,
     save_keras_classifier,
 )
-
-from .conftest import KERAS_SIZE, XCEPTION_SIZE
+from tests.scripts.support import KERAS_SIZE, XCEPTION_SIZE
 
 SCRIPT = REPO_ROOT / "scripts" / "convert_model.py"
 BATCHING_FILE = REPO_ROOT / "services/model/batching_parameters.txt"
