@@ -337,12 +337,15 @@ def write_report(results_path: Path, report: Path) -> None:
                 f"{p['requests_per_second']} | {p['p50_ms']} | {p['p99_ms']} | {p['errors']} | "
                 f"{p['gateway_cpus']} | {p['model_cpus']} | {p['gateway_rss_mib']} |"
             )
+        note = (
+            "Errors are wrk's non-2xx answers and socket errors (the gateway log is under "
+            "build/scaling/concurrency/). Downloads reserve decode-budget memory as their bytes "
+            "arrive (gateway/budget.py, fetch_image's `hold`), so slow image hosts do not fill "
+            "the budget; a decode that waits too long for room would be a 503 `decode_busy`."
+        )
         lines += [
             "",
-            "Errors are wrk's non-2xx answers and socket errors. At 1 s downloads with 320 "
-            "clients, all starting together, downloads finish in bursts and the gateway's "
-            "decode budget (gateway/budget.py) answers 503 `decode_busy` to decodes that wait "
-            "too long for room (see the gateway log under build/scaling/concurrency/).",
+            note,
             "",
             "![concurrency](scaling/concurrency.png)",
             "",
