@@ -12,7 +12,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policy.rules import RULES
+from .rules import RULES
 
 DESCRIPTIONS = {
     "pods-restricted": "Pods meet Pod Security `restricted` and use a read-only root filesystem.",

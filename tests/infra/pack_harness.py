@@ -14,10 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
-
 import pulumi_policy
-from policy.policies import build_policies
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -46,6 +43,9 @@ def load_pack() -> dict[str, Any]:
 def main() -> int:
     """Run every policy on every resource of the JSON file in argv[1]."""
     resources = json.loads(Path(sys.argv[1]).read_text())
+    pack = load_pack()  # the entry point makes the pack's folder the `policy` package
+    from policy.policies import build_policies
+
     policies = build_policies()
     violations: list[list[str]] = []
     for resource in resources:
@@ -81,7 +81,7 @@ def main() -> int:
         }
         for p in policies
     ]
-    print(json.dumps({"pack": load_pack(), "policies": summary, "violations": violations}))
+    print(json.dumps({"pack": pack, "policies": summary, "violations": violations}))
     return 0
 
 
