@@ -308,17 +308,13 @@ backend gateways
         replica.stopped_at = self.now()
 
     def _publish(self, replica: Replica) -> None:
-        if replica.tier == "model":
-            with self.lock:
-                hosts = [
-                    r.address for r in self.replicas if r.tier == "model" and r.state == "ready"
-                ]
-            self.dns.publish(SERVICE_NAME, hosts)
-        else:
-            slot = self.gateway_hosts.index(replica.address)
-            self.haproxy_command(f"set server gateways/gw{slot} state ready")
+        self._route(replica, "ready")
 
     def _unpublish(self, replica: Replica) -> None:
+        self._route(replica, "maint")
+
+    def _route(self, replica: Replica, gateway_state: str) -> None:
+        """Model tier: DNS answers the ready replicas; gateway tier: haproxy's server state."""
         if replica.tier == "model":
             with self.lock:
                 hosts = [
@@ -327,7 +323,7 @@ backend gateways
             self.dns.publish(SERVICE_NAME, hosts)
         else:
             slot = self.gateway_hosts.index(replica.address)
-            self.haproxy_command(f"set server gateways/gw{slot} state maint")
+            self.haproxy_command(f"set server gateways/gw{slot} state {gateway_state}")
 
     def wait_ready(self, replicas: list[Replica], timeout: float = 300) -> None:
         """Block until every replica is ready."""
