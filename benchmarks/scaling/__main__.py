@@ -17,22 +17,29 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import DEFAULT_DATASET, REPO, BenchError
-from benchmarks.load import bodies_file
+from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos
 from benchmarks.scaling.declared import read_declared
 from benchmarks.scaling.processes import image_host
+from benchmarks.scaling.promotion import check_answers
+from benchmarks.scaling.promotion import prepare as prepare_promotion
 from benchmarks.scaling.scenarios import (
     HpaLoop,
     failures,
     model_counts,
     percentile,
+    read_answers,
     read_requests,
+    replace_model_tier,
+    request_scale,
     start_load,
 )
 from benchmarks.scaling.stack import Stack
 from clothing_tools.local_stack import common_free_port
 
 OUTPUT = REPO / "build" / "scaling"
+SCENARIOS = ("scale_out", "rolling", "promote", "scale_in", "kill", "ramp")
+SMOKE_SCENARIOS = ("scale_out", "scale_in")
 
 
 def _window(
@@ -53,8 +60,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every scenario; returns what the report needs."""
     work = args.output / ("smoke" if args.smoke else "run")
     work.mkdir(parents=True, exist_ok=True)
+    selected = set(SMOKE_SCENARIOS if args.smoke else args.scenarios.split(","))
+    if unknown := selected - set(SCENARIOS):
+        raise BenchError(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
     declared = read_declared()
     photos = load_photos(DEFAULT_DATASET, 200)
+    promotion = (
+        prepare_promotion(work, photos, declared.model.flag("model_name") or "clothing-model")
+        if "promote" in selected
+        else None
+    )
     results: dict[str, Any] = {"scenarios": {}}
     port = common_free_port(["127.0.0.1"])
     with image_host(
@@ -69,6 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             host.url,
             gateway_metrics_port=args.gateway_metrics_port,
             channel_arguments=args.channel_arguments,
+            # the image of a canary rollout (stable N, canary N+1) until the promotion
+            model_config=promotion.canary_stage if promotion is not None else None,
         )
         try:
             stack.start_balancer()
@@ -83,56 +100,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             after_ready = 20.0 if args.smoke else 90.0
 
             # 1. model-tier scale-out: a replica added to a loaded 1-replica tier
-            load = start_load(stack, bodies, [(0, rate), (900, rate)], "scale_out")
-            time.sleep(15)
-            added = stack.add("model")
-            stack.wait_ready([added])
-            assert added.ready_at is not None
-            # keep the load on until the window after "ready" is over, however long loading took
-            time.sleep(max(0.0, added.ready_at + after_ready + 1 - stack.now()))
-            load.process.terminate()
-            load.wait()
-            records = read_requests(stack, load)
-            bins: list[dict[str, float | None]] = []
-            t = added.ready_at
-            while t + 5 <= added.ready_at + after_ready:
-                counts = model_counts(stack, t, t + 5)
-                total = sum(counts.values())
-                bins.append(
-                    {"t": round(t - added.ready_at, 1),
-                     "share": round(counts.get(added.name, 0) / total, 3) if total else None}
-                )  # fmt: skip
-                t += 5
-            first = next((float(b["t"] or 0) + 5 for b in bins if (b["share"] or 0) >= 0.4), None)
-            last = model_counts(
-                stack, added.ready_at + after_ready - 10, added.ready_at + after_ready
-            )
-            results["scenarios"]["scale_out"] = {
-                **_window(records, load.started, stack.now()),
-                "added": added.name,
-                "ready_at": round(added.ready_at, 1),
-                "share_bins": bins,
-                "seconds_to_40_percent": first,
-                "share_last_10s": round(last.get(added.name, 0) / max(sum(last.values()), 1), 3),
-                "requests_file": str(load.out),
-            }
-            models.append(added)
+            if "scale_out" in selected:
+                load = start_load(stack, bodies, [(0, rate), (900, rate)], "scale_out")
+                time.sleep(15)
+                added = stack.add("model")
+                stack.wait_ready([added])
+                assert added.ready_at is not None
+                # keep the load on until the window after "ready" is over, however long loading took
+                time.sleep(max(0.0, added.ready_at + after_ready + 1 - stack.now()))
+                load.process.terminate()
+                load.wait()
+                records = read_requests(stack, load)
+                bins: list[dict[str, float | None]] = []
+                t = added.ready_at
+                while t + 5 <= added.ready_at + after_ready:
+                    counts = model_counts(stack, t, t + 5)
+                    total = sum(counts.values())
+                    bins.append(
+                        {"t": round(t - added.ready_at, 1),
+                         "share": round(counts.get(added.name, 0) / total, 3) if total else None}
+                    )  # fmt: skip
+                    t += 5
+                first = next(
+                    (float(b["t"] or 0) + 5 for b in bins if (b["share"] or 0) >= 0.4), None
+                )
+                last = model_counts(
+                    stack, added.ready_at + after_ready - 10, added.ready_at + after_ready
+                )
+                results["scenarios"]["scale_out"] = {
+                    **_window(records, load.started, stack.now()),
+                    "added": added.name,
+                    "ready_at": round(added.ready_at, 1),
+                    "share_bins": bins,
+                    "seconds_to_40_percent": first,
+                    "share_last_10s": round(
+                        last.get(added.name, 0) / max(sum(last.values()), 1), 3
+                    ),
+                    "requests_file": str(load.out),
+                }
+                models.append(added)
 
-            if not args.smoke:
+            if "rolling" in selected:
                 # 2. rolling replacement of every model replica (maxSurge / maxUnavailable declared)
-                surge = max(1, declared.model.max_surge)
                 load = start_load(stack, bodies, [(0, rate), (600, rate)], "rolling")
                 began = stack.now()
                 time.sleep(5)
-                old = list(stack.tier("model"))
-                drains = []
-                while old:
-                    batch, old = old[:surge], old[surge:]
-                    new = [stack.add("model") for _ in batch]
-                    stack.wait_ready(new)  # maxUnavailable 0: the old ones go only once these serve
-                    drains += [stack.drain(r, wait=False) for r in batch]
-                for thread in drains:
-                    thread.join()
+                replace_model_tier(stack)
                 time.sleep(5)
                 load.process.terminate()
                 load.wait()
@@ -142,25 +155,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "requests_file": str(load.out),
                 }
 
-            # 3. scale-in of one model replica and one gateway replica under steady load
-            extra = stack.add("gateway")
-            stack.wait_ready([extra])
-            load = start_load(stack, bodies, [(0, rate), (600, rate)], "scale_in")
-            began = stack.now()
-            time.sleep(5)
-            stack.drain(sorted(stack.tier("model"), key=lambda r: r.started_at)[0])
-            time.sleep(5)
-            stack.drain(sorted(stack.tier("gateway"), key=lambda r: r.started_at)[0])
-            time.sleep(5)
-            load.process.terminate()
-            load.wait()
-            records = read_requests(stack, load)
-            results["scenarios"]["scale_in"] = {
-                **_window(records, began, stack.now()),
-                "requests_file": str(load.out),
-            }
+            if promotion is not None:
+                # 2b. promote the canary: the same rolling update, to the image without version N
+                stack.model_config = promotion.promoted
+                stack.note(f"promote: version {promotion.canary} becomes stable")
+                load = start_load(stack, bodies, [(0, rate), (600, rate)], "promote")
+                began = stack.now()
+                time.sleep(5)
+                replace_model_tier(stack)
+                time.sleep(5)
+                load.process.terminate()
+                load.wait()
+                records = read_requests(stack, load)
+                results["scenarios"]["promote"] = {
+                    **_window(records, began, stack.now()),
+                    **check_answers(read_answers(load), promotion.expected),
+                    "stable": promotion.stable,
+                    "canary": promotion.canary,
+                    "requests_file": str(load.out),
+                }
 
-            if not args.smoke:
+            # 3. scale-in of one model replica and one gateway replica under steady load
+            if "scale_in" in selected:
+                extra = stack.add("gateway")
+                stack.wait_ready([extra])
+                load = start_load(stack, bodies, [(0, rate), (600, rate)], "scale_in")
+                began = stack.now()
+                time.sleep(5)
+                stack.drain(sorted(stack.tier("model"), key=lambda r: r.started_at)[0])
+                time.sleep(5)
+                stack.drain(sorted(stack.tier("gateway"), key=lambda r: r.started_at)[0])
+                time.sleep(5)
+                load.process.terminate()
+                load.wait()
+                records = read_requests(stack, load)
+                results["scenarios"]["scale_in"] = {
+                    **_window(records, began, stack.now()),
+                    "requests_file": str(load.out),
+                }
+
+            if "kill" in selected:
                 # 4. kill -9 of one replica of each tier (after the model tier is back to two)
                 back = stack.add("model")
                 stack.wait_ready([back])
@@ -183,13 +217,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stack.add("model")
                 stack.add("gateway")
 
-            # 5. ramp up and down with both HPAs emulated
-            if not args.smoke:
-                hpa = HpaLoop(stack, args.time_scale, args.local_max)
+            # 5. ramp up and down with both HPAs emulated, from 10 req/s to the stack's capacity
+            if "ramp" in selected:
+                # each tier at its declared minimum, as the HPAs would hold it
+                for tier_name, tier in (("model", declared.model), ("gateway", declared.gateway)):
+                    present = stack.tier(tier_name, ("starting", "ready"))
+                    stack.wait_ready(
+                        present + [stack.add(tier_name)
+                                   for _ in range(tier.hpa.min_replicas - len(present))]
+                    )  # fmt: skip
+                time.sleep(12)  # every gateway worker has re-resolved the model tier
+                # capacity: closed loop through the load balancer at the minimum replicas
+                probe = run_wrk(
+                    f"{stack.lb_url}/predict", bodies, args.capacity_clients, 15, warmup=3
+                )
+                capacity = round(probe.throughput, 1)
+                stack.note(f"capacity {capacity} req/s (p99 {probe.p99_ms:.0f} ms)")
+                peak = args.peak or round(capacity * args.peak_fraction)
+                scale = args.request_scale or request_scale(
+                    declared, args.local_max, os.cpu_count() or 1
+                )
+                hpa = HpaLoop(stack, args.time_scale, args.local_max, request_scale=scale)
                 hpa.start()
                 up, hold, down, tail = 90.0, 30.0, 90.0, 45.0
                 profile = [
-                    (0, 10.0), (up, args.peak), (up + hold, args.peak),
+                    (0, 10.0), (up, peak), (up + hold, peak),
                     (up + hold + down, 10.0), (up + hold + down + tail, 10.0),
                 ]  # fmt: skip
                 load = start_load(stack, bodies, profile, "ramp")
@@ -200,6 +252,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["scenarios"]["ramp"] = {
                     **_window(records, began, stack.now()),
                     "profile": profile,
+                    "capacity": {
+                        "requests_per_second": capacity,
+                        "clients": args.capacity_clients,
+                        "p99_ms": round(probe.p99_ms, 1),
+                        "errors": probe.errors,
+                    },
+                    "peak": peak,
+                    "request_scale": round(scale, 3),
                     "decisions": hpa.decisions,
                     "requests_file": str(load.out),
                 }
@@ -249,7 +309,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--smoke", action="store_true", help="short: scale-out and scale-in only (make test)"
     )
     parser.add_argument("--rate", type=float, default=40.0, help="steady offered req/s")
-    parser.add_argument("--peak", type=float, default=100.0, help="ramp's peak req/s")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"some of {','.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--peak", type=float, default=None, help="ramp's peak req/s (default: measured)"
+    )
+    parser.add_argument(
+        "--peak-fraction", type=float, default=0.75, help="peak = this x measured capacity"
+    )
+    parser.add_argument("--capacity-clients", type=int, default=64)
+    parser.add_argument(
+        "--request-scale",
+        type=float,
+        default=None,
+        help="factor on the declared CPU requests for the HPA (default: fit to this machine)",
+    )
     parser.add_argument("--time-scale", type=float, default=0.1, help="HPA seconds per second")
     parser.add_argument("--local-max", type=int, default=4, help="replicas per tier here")
     parser.add_argument("--median-ms", type=float, default=200.0)
@@ -261,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--report", type=Path, default=REPO / "docs" / "scaling.md")
     args = parser.parse_args(argv)
+    # absolute: haproxy reads a relative "stats socket" path as host:port
+    args.output = args.output.resolve()
     started = time.monotonic()
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:

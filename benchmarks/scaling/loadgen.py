@@ -4,10 +4,12 @@ Requests start on schedule whatever the answers do (users do not wait for each o
 rate following PROFILE, a JSON list of [seconds, requests per second] points joined by straight
 lines. Each request is a new TCP connection (`Connection: close`) so the load balancer in
 front, like an NLB, balances connections over the gateways. One line per request goes to OUT:
-`start latency_seconds outcome`, start in time.monotonic() seconds (system-wide on
-Linux, so the harness can place it on its own clock),, outcome an HTTP status or `connect`, `reset`,
-`timeout`. SIGTERM stops sending; answers still due are awaited and
-written. asyncio in its own process, so its CPU is not the harness's.
+`start latency_seconds outcome body version top`: start in time.monotonic() seconds
+(system-wide on Linux, so the harness can place it on its own clock); outcome an HTTP status or
+`connect`, `reset`, `timeout`; body the index of the body sent (a line of BODIES); version and
+top the answer's `model.version` and top class, `-` when the answer has none (so the harness can
+check every answer's label against the photo). SIGTERM stops sending; answers still due are
+awaited and written. asyncio in its own process, so its CPU is not the harness's.
 """
 
 from __future__ import annotations
@@ -20,8 +22,26 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 TIMEOUT_SECONDS = 30.0
+
+
+class Record(NamedTuple):
+    """One line of OUT."""
+
+    start: float
+    latency: float
+    outcome: str
+    body: int
+    version: str
+    top: str
+
+
+def parse(line: str) -> Record:
+    """A line of OUT as a Record."""
+    start, latency, outcome, body, version, top = line.split()
+    return Record(float(start), float(latency), outcome, int(body), version, top)
 
 
 def rate_at(profile: Sequence[tuple[float, float]], t: float) -> float:
@@ -34,11 +54,20 @@ def rate_at(profile: Sequence[tuple[float, float]], t: float) -> float:
     return profile[-1][1]
 
 
-async def _one(host: str, port: int, path: str, body: bytes) -> str:
+def answer_fields(payload: bytes) -> tuple[str, str]:
+    """(model.version, top) of a /predict answer, `-` for what it lacks."""
+    try:
+        answer = json.loads(payload)
+        return str(answer["model"]["version"]), str(answer["top"]).replace(" ", "_")
+    except (ValueError, KeyError, TypeError):
+        return "-", "-"
+
+
+async def _one(host: str, port: int, path: str, body: bytes) -> tuple[str, str, str]:
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
-        return "connect"
+        return "connect", "-", "-"
     try:
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -48,11 +77,12 @@ async def _one(host: str, port: int, path: str, body: bytes) -> str:
         await writer.drain()
         status_line = await reader.readline()
         if not status_line:
-            return "reset"
-        await reader.read()  # until the server closes
-        return status_line.split(b" ", 2)[1].decode()
+            return "reset", "-", "-"
+        rest = await reader.read()  # until the server closes
+        version, top = answer_fields(rest.partition(b"\r\n\r\n")[2])
+        return status_line.split(b" ", 2)[1].decode(), version, top
     except (ConnectionError, IndexError):
-        return "reset"
+        return "reset", "-", "-"
     finally:
         writer.close()
 
@@ -69,13 +99,16 @@ async def run(url: str, bodies: list[bytes], profile: list[tuple[float, float]],
 
     async def request(index: int) -> None:
         begin = time.monotonic()
+        body = index % len(bodies)
         try:
-            outcome = await asyncio.wait_for(
-                _one(host, int(port), path, bodies[index % len(bodies)]), TIMEOUT_SECONDS
+            outcome, version, top = await asyncio.wait_for(
+                _one(host, int(port), path, bodies[body]), TIMEOUT_SECONDS
             )
         except TimeoutError:
-            outcome = "timeout"
-        lines.append(f"{begin:.4f} {time.monotonic() - begin:.4f} {outcome}\n")
+            outcome, version, top = "timeout", "-", "-"
+        lines.append(
+            f"{begin:.4f} {time.monotonic() - begin:.4f} {outcome} {body} {version} {top}\n"
+        )
 
     # SIGTERM ends the schedule early; requests in flight still finish and are written
     stopping = asyncio.Event()

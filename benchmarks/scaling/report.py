@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmarks.config import REPO
+from benchmarks.scaling import loadgen
 from benchmarks.scaling.concurrency import OUTPUT as CONCURRENCY
 from benchmarks.scaling.scenarios import percentile
 
@@ -24,6 +25,7 @@ BIN = 5.0
 TITLES = {
     "scale_out": "model scale-out",
     "rolling": "rolling replacement (model)",
+    "promote": "promotion: rolling update to a version with reordered labels",
     "scale_in": "scale-in (model, gateway)",
     "kill": "kill -9 (model, gateway)",
     "ramp": "ramp with HPAs",
@@ -35,8 +37,8 @@ def _requests(results: dict[str, Any]) -> list[tuple[float, float, str]]:
     for scenario in results["scenarios"].values():
         path = Path(scenario["requests_file"])
         for line in path.read_text().splitlines():
-            begin, latency, outcome = line.split()
-            records.append((float(begin), float(latency), outcome))
+            record = loadgen.parse(line)
+            records.append((record.start, record.latency, record.outcome))
     return records
 
 
@@ -173,12 +175,52 @@ def _p99_outside_lag(results: dict[str, Any]) -> tuple[float, float]:
     offset = results["stack_t0"]
     kept = []
     for line in Path(ramp["requests_file"]).read_text().splitlines():
-        begin, latency, _ = line.split()
-        t = float(begin) - offset
+        record = loadgen.parse(line)
+        t = record.start - offset
         # counts are sampled every second: a request within 1 s of a "starting" sample lags
         if not any(abs(t - lag) <= 1.0 for lag in lagging):
-            kept.append(float(latency))
+            kept.append(record.latency)
     return percentile(kept, 0.99), float(len(lagging))
+
+
+def _ramp_setup(
+    s: dict[str, Any], d: dict[str, Any], settings: dict[str, Any], machine: dict[str, Any]
+) -> list[str]:
+    """The paragraph on how the ramp's peak and the HPAs' CPU requests were chosen."""
+    if "ramp" not in s or "capacity" not in s["ramp"]:
+        return []
+    ramp = s["ramp"]
+    capacity = ramp["capacity"]
+    scale = ramp["request_scale"]
+    gateway, model = d["gateway"]["cpu_request"], d["model"]["cpu_request"]
+    return [
+        f"Ramp: the stack's capacity at the HPAs' minimum replicas was measured first, closed "
+        f"loop through haproxy ({capacity['clients']} connections, 15 s): "
+        f"{capacity['requests_per_second']} req/s, p99 {capacity['p99_ms']:.0f} ms, "
+        f"{capacity['errors']} errors. The ramp offers 10 req/s rising to {ramp['peak']} req/s "
+        f"({ramp['peak'] / capacity['requests_per_second'] * 100:.0f} % of it; above that, "
+        "starting replicas, which load TensorFlow, take CPU from those serving, since they "
+        "all share this machine) and back. The HPA emulator divides each pod's CPU by its "
+        f"declared request x {scale}: at the declared requests, {settings['local_max']} pods "
+        f"of each tier would request {settings['local_max'] * (gateway + model):.1f} CPUs of "
+        f"this machine's {machine['cpus']}, an overcommit no scheduler allows, and every "
+        "utilization would read low by that factor. The factor fits them to the machine and "
+        f"keeps the program's ratio between the tiers ({gateway} : {model}); the HPA specs "
+        "(target, minimum, maximum, behaviour) are the program's.",
+        "",
+    ]
+
+
+def _range(ramp: dict[str, Any], tier: str) -> str:
+    """`2 -> 4 -> 2`: the replica counts the HPA emulator went through for a tier."""
+    counts = [x["current"] for x in ramp["decisions"] if x["tier"] == tier]
+    changes = [x["desired"] for x in ramp["decisions"] if x["tier"] == tier and
+               x["desired"] != x["current"]]  # fmt: skip
+    path = [counts[0]] if counts else []
+    for value in changes:
+        if value != path[-1]:
+            path.append(value)
+    return " -> ".join(str(v) for v in path) or "no decisions"
 
 
 def _failed(scenario: dict[str, Any]) -> str:
@@ -192,7 +234,8 @@ def write_report(results_path: Path, report: Path) -> None:
     images = report.parent / "scaling"
     images.mkdir(parents=True, exist_ok=True)
     plot_timeline(results, images / "timeline.png")
-    plot_scale_out(results, images / "scale_out.png")
+    if "scale_out" in results["scenarios"]:
+        plot_scale_out(results, images / "scale_out.png")
     concurrency = json.loads(CONCURRENCY.read_text()) if CONCURRENCY.exists() else None
     if concurrency:
         plot_concurrency(concurrency, images / "concurrency.png")
@@ -231,8 +274,15 @@ def write_report(results_path: Path, report: Path) -> None:
         f"{d['model']['max_unavailable']}; model preStop {d['model']['pre_stop_seconds']:.0f} s; "
         f"TF Serving `--grpc_channel_arguments={d['channel_arguments']}` (from "
         f"{d['channel_arguments_source']}). TF Serving flags the devserver does not "
-        f"implement, left out: {', '.join(results.get('dropped_flags', [])) or 'none'} (the "
-        "devserver serves the repository's model with --model_name/--model_base_path).",
+        f"implement, left out: {', '.join(results.get('dropped_flags', [])) or 'none'}. "
+        "The model config file is the image's: "
+        + (
+            f"during a canary (stable {s['promote']['stable']}, canary "
+            f"{s['promote']['canary']}) until the promotion, then the promoted image's "
+            f"({s['promote']['canary']} only)."
+            if "promote" in s
+            else "the repository's model by --model_base_path (no labels)."
+        ),
         "",
         f"Time: the HPA emulator runs at {settings['time_scale']} of real time (15 s sync "
         f"period -> {15 * settings['time_scale']:.1f} s, a 300 s window -> "
@@ -241,38 +291,60 @@ def write_report(results_path: Path, report: Path) -> None:
         "gateway's own preStop (25 s, for the NLB's health checks) is 2 s here, as haproxy "
         "stops new connections at once.",
         "",
+        *_ramp_setup(s, d, settings, machine),
         "## Figures",
         "",
         "| what | target | measured |",
         "| --- | --- | --- |",
     ]
-    so = s["scale_out"]
-    lines.append(
-        f"| model scale-out: share of the added replica within 90 s of ready | >= 40 % | "
-        f"{so['share_last_10s'] * 100:.0f} % in its last 10 s; first 5-s bin >= 40 % ended "
-        + (
-            f"{so['seconds_to_40_percent']:.0f} s after ready |"
-            if so["seconds_to_40_percent"] is not None
-            else "never |"
+    if "scale_out" in s:
+        so = s["scale_out"]
+        lines.append(
+            f"| model scale-out: share of the added replica within 90 s of ready | >= 40 % | "
+            f"{so['share_last_10s'] * 100:.0f} % in its last 10 s; first 5-s bin >= 40 % ended "
+            + (
+                f"{so['seconds_to_40_percent']:.0f} s after ready |"
+                if so["seconds_to_40_percent"] is not None
+                else "never |"
+            )
         )
-    )
-    for key in ("rolling", "scale_in"):
+    for key in ("rolling", "promote", "scale_in"):
+        if key not in s:
+            continue
         lines.append(
             f"| failed requests during {TITLES[key]} ({s[key]['requests']} requests) | 0 | "
             f"{_failed(s[key])} |"
         )
-    lines.append(
-        f"| failed requests during {TITLES['kill']} ({s['kill']['requests']} requests) | "
-        f"(no target) | {_failed(s['kill'])} |"
-    )
+    if "kill" in s:
+        lines.append(
+            f"| failed requests during {TITLES['kill']} ({s['kill']['requests']} requests) | "
+            f"(no target) | {_failed(s['kill'])} |"
+        )
+    if "promote" in s:
+        promote = s["promote"]
+        by_version = ", ".join(f"v{v}: {n}" for v, n in promote["answers_by_version"].items())
+        lines.append(
+            f"| promotion (issue 12): answers labelled by another version's classes / from an "
+            f"unknown version | 0 / 0 | {promote['mislabelled']} / "
+            f"{promote['unknown_version']} (answers {by_version}) |"
+        )
     if "ramp" in s:
         ramp = s["ramp"]
         p99_steady, lag = _p99_outside_lag(results)
+        peaks = {
+            tier: max(x["desired"] for x in ramp["decisions"] if x["tier"] == tier)
+            for tier in ("gateway", "model")
+        }
         lines.append(
-            f"| ramp 10 -> {settings['peak']:.0f} -> 10 req/s with HPAs: failed / p99 outside "
+            f"| ramp 10 -> {ramp['peak']:.0f} -> 10 req/s with HPAs: failed / p99 outside "
             f"the scale-up lag | 0 / < 1.5 s | {_failed(ramp)} / {p99_steady:.2f} s (lag: "
             f"{lag:.0f} s while a replica was starting, excluded; whole ramp p99 "
             f"{ramp['p99_ms'] / 1000:.2f} s) |"
+        )
+        lines.append(
+            "| ramp: the HPAs add and remove replicas of both tiers | both | gateway "
+            f"{_range(ramp, 'gateway')}, model {_range(ramp, 'model')} (highest desired: "
+            f"gateway {peaks['gateway']}, model {peaks['model']}) |"
         )
     if concurrency:
         base = next(

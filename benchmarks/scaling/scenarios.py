@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import REPO
+from benchmarks.scaling import loadgen
+from benchmarks.scaling.declared import Declared
 from benchmarks.scaling.hpa import SYNC_PERIOD_SECONDS, Autoscaler
 from benchmarks.scaling.stack import Replica, Stack
 
@@ -52,9 +54,32 @@ def read_requests(stack: Stack, load: Load) -> list[tuple[float, float, str]]:
     """(stack time, latency, outcome) of every request a load generator sent."""
     records = []
     for line in load.out.read_text().splitlines():
-        begin, latency, outcome = line.split()
-        records.append((float(begin) - stack.t0, float(latency), outcome))
+        record = loadgen.parse(line)
+        records.append((record.start - stack.t0, record.latency, record.outcome))
     return records
+
+
+def read_answers(load: Load) -> list[loadgen.Record]:
+    """Every request a load generator sent, with the version and top class answered."""
+    return [loadgen.parse(line) for line in load.out.read_text().splitlines()]
+
+
+def replace_model_tier(stack: Stack) -> None:
+    """A rolling update of the model Deployment with its declared maxSurge / maxUnavailable 0.
+
+    New replicas start with the stack's current model config; each batch of old ones is
+    drained only once its replacements serve. Returns when every old replica has stopped.
+    """
+    surge = max(1, stack.declared.model.max_surge)
+    old = list(stack.tier("model"))
+    drains = []
+    while old:
+        batch, old = old[:surge], old[surge:]
+        new = [stack.add("model") for _ in batch]
+        stack.wait_ready(new)  # maxUnavailable 0: the old ones go only once these serve
+        drains += [stack.drain(r, wait=False) for r in batch]
+    for thread in drains:
+        thread.join()
 
 
 def failures(records: list[tuple[float, float, str]], start: float, end: float) -> dict[str, int]:
@@ -72,6 +97,20 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def request_scale(declared: Declared, local_max: int, cpus: int) -> float:
+    """The factor that makes `local_max` pods of each tier request exactly `cpus` CPUs.
+
+    A scheduler places pods on a node only while their requests fit its allocatable CPU, so
+    a pod at 100 % of its request is using CPU that really is its own. Here up to
+    `local_max` pods of each tier share this machine's CPUs: at the declared requests they
+    would overcommit it, and each pod's utilization would read low by the overcommit factor,
+    so the HPA would never see the load a real node shows. Scaling both tiers' requests by
+    the same factor keeps their ratio (the program's choice) and fits them to the machine.
+    """
+    per_slot = declared.gateway.cpu_request + declared.model.cpu_request
+    return min(1.0, cpus / (local_max * per_slot))
 
 
 def model_counts(stack: Stack, start: float, end: float) -> dict[str, float]:
@@ -92,6 +131,8 @@ class HpaLoop:
     stack: Stack
     time_scale: float
     local_max: int
+    # the pods' CPU requests as the HPA divides by them, x this (see request_scale())
+    request_scale: float = 1.0
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -118,7 +159,7 @@ class HpaLoop:
     def _loop(self) -> None:
         while not self._stop.wait(SYNC_PERIOD_SECONDS * self.time_scale):
             for tier, declared in self.tiers.items():
-                self.sync(tier, declared.cpu_request)
+                self.sync(tier, declared.cpu_request * self.request_scale)
 
     def sync(self, tier: str, cpu_request: float) -> None:
         """One HPA sync for a tier: read CPU, recommend, start or drain replicas."""

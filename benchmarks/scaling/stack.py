@@ -111,6 +111,9 @@ class Stack:
     image_url: str
     gateway_metrics_port: int | None = None
     channel_arguments: str | None = None
+    # the image's --model_config_file for replicas started from now on (a rollout changes it);
+    # None: the repository's model by --model_base_path
+    model_config: Path | None = None
     log: list[tuple[float, str]] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -211,30 +214,35 @@ backend gateways
     def _model_command(self, host: str) -> list[str]:
         """The program's TF Serving flags, for the devserver on `host`.
 
-        Ports, base path and channel arguments are the harness's; the image's /etc/tfserving
-        files are the repository's services/model files; flags the devserver does not
-        implement (the image's baked --model_config_file, TF session tuning, load retries)
-        are left out and listed in `dropped_flags` for the report.
+        Ports, the models (`model_config`, else the repository's model) and channel arguments
+        are the harness's; the image's /etc/tfserving files are the repository's
+        services/model files; flags the devserver does not know are left out and listed in
+        `dropped_flags` for the report.
         """
         from devserver.cli import build_parser
 
         known = {o for action in build_parser()._actions for o in action.option_strings}
-        own = {"--port", "--rest_api_port", "--model_base_path", "--grpc_channel_arguments"}
+        own = {"--port", "--rest_api_port", "--model_base_path", "--grpc_channel_arguments",
+               "--model_config_file"}  # fmt: skip
         model_name = self.declared.gateway.env.get("GATEWAY_MODEL_NAME", "clothing-model")
         flags = []
         for arg in self.declared.model.args:
             name = arg.split("=", 1)[0]
             if name in own:
                 continue
-            if name not in known or name == "--model_config_file":
+            if name not in known:
                 self.dropped_flags.add(name)
                 continue
             flags.append(arg.replace("/etc/tfserving/", f"{MODEL_DIR}/"))
         channel = self.channel_arguments or self.declared.channel_arguments
+        models = (
+            [f"--model_config_file={self.model_config}"]
+            if self.model_config is not None
+            else [f"--model_name={model_name}", f"--model_base_path={DEFAULT_MODEL_BASE}"]
+        )
         return [
             sys.executable, "-m", "devserver", f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}", f"--model_name={model_name}",
-            f"--model_base_path={DEFAULT_MODEL_BASE}", f"--grpc_channel_arguments={channel}",
+            f"--rest_api_port={self.rest_port}", *models, f"--grpc_channel_arguments={channel}",
             *flags, f"--grpc_bind_address={host}", f"--rest_api_bind_address={host}",
             "--log_level=warning",
         ]  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.canary import model_versions
+from benchmarks import model_versions
 from tests.canary.support import DEMO_VERSION, PHOTOS_PER_CLASS, Versions
 from tests.helpers import DEMO_MODEL_BASE
 

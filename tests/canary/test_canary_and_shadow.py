@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.canary import model_versions
+from benchmarks import model_versions
 from tests.canary.support import DEMO_VERSION, Versions, labelled_server
 from tests.model_factories import export_test_model
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import model_versions
 from clothing_tools.local_stack import model_config_text
-from tests.canary import model_versions
 from tests.canary.support import DEMO_VERSION, Versions, model_server
 from tests.helpers import REPO_ROOT
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.canary import model_versions
+from benchmarks import model_versions
 from tests.canary.support import DEMO_VERSION, Versions, rollout
 
 ROUNDS = 4  # each photo sent this many times

@@ -1,4 +1,4 @@
-"""Other versions of the demo model for rollout tests, re-exported from its SavedModel.
+"""Other versions of the demo model for rollout tests and `make scale`, re-exported from it.
 
 `reexport` wraps the committed demo version in a new SavedModel that follows the model
 contract (docs/model-contract.md) with the label order changed (scores permuted with it, so
