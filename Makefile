@@ -84,6 +84,7 @@ scale-env:
 # Gateway concurrency (one gateway, slow image host), then the scaling scenarios (docs/scaling.md).
 scale: sync gateway-env scale-env
 	$(UV) run --frozen python -m benchmarks.scaling.concurrency
+	$(UV) run --frozen python -m benchmarks.scaling.warmup
 	$(UV) run --frozen python -m benchmarks.scaling
 
 # Schemathesis on the OpenAPI document, many more examples than `make test` (writes docs/reliability.md).

@@ -20,6 +20,7 @@ from benchmarks.config import REPO
 from benchmarks.scaling import loadgen
 from benchmarks.scaling.concurrency import OUTPUT as CONCURRENCY
 from benchmarks.scaling.scenarios import percentile
+from benchmarks.scaling.warmup import OUTPUT as WARMUP
 
 BIN = 5.0
 TITLES = {
@@ -209,6 +210,36 @@ def _ramp_setup(
         "(target, minimum, maximum, behaviour) are the program's.",
         "",
     ]
+
+
+def _warmup_section(warmup: dict[str, Any]) -> list[str]:
+    """A new pod's first requests after each kind of warm-up."""
+    names = {
+        "none": "no warm-up",
+        "all_outputs": "records fetching every output (the seed's)",
+        "records": "the version's records: the gateway's requests (ours)",
+    }
+    lines = [
+        "## A new model pod's first requests",
+        "",
+        f"`{warmup['command']}` on {warmup['date']} (load average {warmup['load_average']}), "
+        f"{warmup['version_dir']}: each case in a fresh process loads the version into a TF1 "
+        "DirectSession (TF Serving's loader path), replays its warm-up, then sends the "
+        "gateway's Predict (`scores` only, one image) and `describe` (`description` only). "
+        "A session builds one executor per set of fetches, so only a warm-up that fetched the "
+        "same outputs spares the first user that cost.",
+        "",
+        "| warm-up | first Predict ms | first describe ms | median Predict ms | median "
+        "describe ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for case in warmup["cases"]:
+        lines.append(
+            f"| {names.get(case['case'], case['case'])} | {case['first_predict_ms']} | "
+            f"{case['first_describe_ms']} | {case['median_predict_ms']} | "
+            f"{case['median_describe_ms']} |"
+        )
+    return [*lines, ""]
 
 
 def _range(ramp: dict[str, Any], tier: str) -> str:
@@ -422,6 +453,8 @@ def write_report(results_path: Path, report: Path) -> None:
             "![concurrency](scaling/concurrency.png)",
             "",
         ]
+    if WARMUP.exists():
+        lines += _warmup_section(json.loads(WARMUP.read_text()))
     if "ramp" in s:
         lines += ["## HPA decisions during the ramp", "", "| t s | tier | current | desired | "
                   "mean CPU % of request |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
