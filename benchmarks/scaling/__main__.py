@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 hpa = HpaLoop(stack, args.time_scale, args.local_max, request_scale=scale)
                 hpa.start()
-                up, hold, down, tail = 90.0, 30.0, 90.0, 45.0
+                up, hold, down, tail = 75.0, 20.0, 75.0, 40.0
                 profile = [
                     (0, 10.0), (up, peak), (up + hold, peak),
                     (up + hold + down, 10.0), (up + hold + down + tail, 10.0),

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line; writes build/scaling/concurrency.json."""
     parser = argparse.ArgumentParser(prog="concurrency", description=__doc__.splitlines()[0])
     parser.add_argument("--points", default=DEFAULT_POINTS, help="MS/WxT/CLIENTS,...")
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     work = REPO / "build" / "scaling" / "concurrency"

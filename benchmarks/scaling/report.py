@@ -32,6 +32,16 @@ TITLES = {
     "ramp": "ramp with HPAs",
 }
 
+# the timeline's band names: short, so that neighbouring bands' names do not overlap
+PLOT_LABELS = {
+    "scale_out": "scale-out",
+    "rolling": "rolling",
+    "promote": "promotion",
+    "scale_in": "scale-in",
+    "kill": "kill -9",
+    "ramp": "ramp (HPAs)",
+}
+
 
 def _requests(results: dict[str, Any]) -> list[tuple[float, float, str]]:
     records = []
@@ -124,8 +134,8 @@ def plot_timeline(results: dict[str, Any], target: Path) -> None:
         for axis in axes:
             axis.axvspan(scenario["start"], scenario["end"], alpha=0.06, color="black")
         # staggered so that short scenarios' names do not overlap
-        axes[0].text(scenario["start"], top * (0.92 - 0.1 * (index % 3)), TITLES.get(name, name),
-                     fontsize=8)  # fmt: skip
+        axes[0].text(scenario["start"], top * (0.92 - 0.1 * (index % 3)),
+                     PLOT_LABELS.get(name, name), fontsize=8)  # fmt: skip
     fig.tight_layout()
     fig.savefig(target, dpi=80)
     plt.close(fig)

@@ -175,3 +175,32 @@ def test_a_second_failure_is_a_503_with_retry_after() -> None:
         classifier(TableFetcher({}), predictor).classify_upload(io.BytesIO(RED), len(RED), "r-gone")
     assert caught.value.status == 503 and caught.value.retry_after == 2
     assert len(predictor.asked) == 2  # one retry, not more
+
+
+class DisagreeingReplicas(RollingPredictor):
+    """Mid-rollout: after version 3 fails, an old replica still names 3, the next one names 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers = [3, 3, 4]
+        self.described: list[int] = []
+
+    def model_info(
+        self, request_id: str, *, allow_stale: bool = False, route: str = STABLE
+    ) -> ModelInfo:
+        version = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        self.described.append(version)
+        return self.versions[version]
+
+    def invalidate(self, route: str | None = None) -> None:
+        pass  # each model_info call asks a replica; which one is the answers' order
+
+
+def test_a_re_resolution_naming_the_failed_version_again_asks_another_replica() -> None:
+    predictor = DisagreeingReplicas()
+    answer = classifier(TableFetcher({}), predictor).classify_upload(
+        io.BytesIO(RED), len(RED), "r-disagree"
+    )
+    assert predictor.described == [3, 3, 4]
+    assert predictor.asked == [(3, (32, 32)), (4, (16, 16))]
+    assert answer["model"]["version"] == 4 and answer["top"] == "red"

@@ -84,6 +84,9 @@ def total_variation(
 # Each holds its request's image bytes (at most GATEWAY_MAX_IMAGE_BYTES) outside the decode
 # budget, so this stays small.
 SHADOW_IN_FLIGHT = 4
+# after a pinned Predict found no replica serving its version: how many times to ask which
+# version the route leads to before trying the answer (mid-rollout, replicas disagree)
+RESOLVE_ATTEMPTS = 3
 
 
 class Classifier:
@@ -192,6 +195,13 @@ class Classifier:
                 extra={"request_id": request_id},
             )
         fresh = self.predictor.model_info(request_id, route=info.route)
+        for _ in range(RESOLVE_ATTEMPTS - 1):
+            if fresh.version != info.version:
+                break
+            # the replica asked may still be an old one naming the version that just failed
+            # on every replica gRPC tried; ask again (round robin picks another replica)
+            self.predictor.invalidate(info.route)
+            fresh = self.predictor.model_info(request_id, route=info.route)
         if fresh.resize != info.resize:
             images = self.prepare_again(sources, fresh)
         return self.predict(images, request_id, fresh)
