@@ -39,7 +39,7 @@ from clothing_tools.local_stack import common_free_port
 
 OUTPUT = REPO / "build" / "scaling"
 SCENARIOS = ("scale_out", "rolling", "promote", "scale_in", "kill", "ramp")
-SMOKE_SCENARIOS = ("scale_out", "scale_in")
+SMOKE_SCENARIOS = ("scale_out", "promote", "scale_in")
 
 
 def _window(
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             host.url,
             gateway_metrics_port=args.gateway_metrics_port,
             channel_arguments=args.channel_arguments,
+            model_pre_stop=args.model_pre_stop,
             # the image of a canary rollout (stable N, canary N+1) until the promotion
             model_config=promotion.canary_stage if promotion is not None else None,
         )
@@ -283,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {
                 "rate": args.rate,
                 "peak": args.peak,
+                "model_pre_stop": args.model_pre_stop,
                 "time_scale": args.time_scale,
                 "local_max": args.local_max,
                 "median_ms": args.median_ms,
@@ -306,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(prog="benchmarks.scaling", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--smoke", action="store_true", help="short: scale-out and scale-in only (make test)"
+        "--smoke", action="store_true", help="short: scale-out, promotion, scale-in (make test)"
     )
     parser.add_argument("--rate", type=float, default=40.0, help="steady offered req/s")
     parser.add_argument(
@@ -333,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gateway-metrics-port", type=int, default=None, help="default: a free port"
     )
     parser.add_argument("--channel-arguments", default=None, help="override TF Serving's")
+    parser.add_argument(
+        "--model-pre-stop", type=float, default=None, help="override the model pods' preStop (s)"
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--report", type=Path, default=REPO / "docs" / "scaling.md")
     args = parser.parse_args(argv)

@@ -114,6 +114,9 @@ class Stack:
     # the image's --model_config_file for replicas started from now on (a rollout changes it);
     # None: the repository's model by --model_base_path
     model_config: Path | None = None
+    # the model pods' preStop sleep instead of the declared one (the smoke's short connection
+    # age lets gateways leave a pod sooner); None: as declared
+    model_pre_stop: float | None = None
     log: list[tuple[float, str]] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -346,7 +349,7 @@ backend gateways
         replica.draining_at = self.now()
         self._unpublish(replica)
         pre_stop = (
-            self.declared.model.pre_stop_seconds
+            self.model_pre_stop or self.declared.model.pre_stop_seconds
             if replica.tier == "model"
             else GATEWAY_LOCAL_PRE_STOP
         )
