@@ -60,6 +60,7 @@ def default_fetcher(settings: Settings) -> Fetcher:
         total_timeout=settings.download_timeout,
         max_redirects=settings.max_redirects,
         allow_private=settings.allow_private_urls,
+        keep_alive_seconds=settings.download_keepalive,
     )
     return lambda url, hold: fetch_image(url, policy, hold=hold)
 

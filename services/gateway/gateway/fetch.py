@@ -21,6 +21,11 @@ Decisions:
 - Timeouts: `connect_timeout` bounds each TCP connect plus TLS handshake, `read_timeout`
   each wait for data, and `total_timeout` everything (lookup, redirects, slow-drip headers
   or bodies): a `gateway.deadline.Deadline` shuts the live socket down when it passes.
+- With `keep_alive_seconds` > 0 a connection that finished a download cleanly is kept idle
+  (gateway.keepalive) and reused for a later download whose hop resolved and checked to the
+  same address, port, scheme and host name; the checks above run for every hop all the same.
+  If the host closed an idle connection just as it was reused (no answer at all), the
+  request is sent once more on a new connection (a GET; within the same deadline).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from gateway.errors import (
     ImageTooLarge,
     InvalidURL,
 )
+from gateway.keepalive import IDLE_CONNECTIONS, IdleConnections, PoolKey
 from gateway.netguard import IPAddress, Target, check_address, parse_url
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -61,6 +67,13 @@ HOLD_STEP = 1024 * 1024
 # Lookups run here so the total deadline bounds them; getaddrinfo itself cannot be cancelled.
 _LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-dns")
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError)
+# What sending on, or reading the answer from, a connection the host has closed raises
+# (http.client.RemoteDisconnected is a ConnectionResetError).
+_CLOSED_BY_HOST = (ConnectionError,)
+
+
+class _ClosedByHost(Exception):
+    """A reused idle connection turned out closed before any answer: dial a new one."""
 
 
 def hold_nothing(nbytes: int) -> None:
@@ -91,12 +104,15 @@ class FetchPolicy:
     allow_private: bool = False
     user_agent: str = "clothing-gateway"
     ca_certs: str | None = None  # PEM bundle; None means certifi's
+    keep_alive_seconds: float = 0.0  # idle time a finished connection is kept; 0 = close it
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_redirects < 0:
             raise ValueError("max_bytes must be positive and max_redirects not negative")
         if min(self.connect_timeout, self.read_timeout, self.total_timeout) <= 0:
             raise ValueError("timeouts must be positive")
+        if self.keep_alive_seconds < 0:
+            raise ValueError("keep_alive_seconds must not be negative")
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ def fetch_image(
     policy: FetchPolicy,
     resolver: Resolver = resolve_host,
     hold: Callable[[int], None] = hold_nothing,
+    idle: IdleConnections = IDLE_CONNECTIONS,
 ) -> FetchedImage:
     """Download the image at `url` under `policy`; raise a GatewayError subclass on failure.
 
@@ -132,7 +149,7 @@ def fetch_image(
     with Deadline(policy.total_timeout) as deadline:
         redirects = 0
         while True:
-            answer = _exchange(target, policy, resolver, deadline, hold)
+            answer = _exchange(target, policy, resolver, deadline, hold, idle)
             if answer.location is None:
                 return FetchedImage(
                     data=answer.data,
@@ -161,33 +178,74 @@ def _exchange(
     resolver: Resolver,
     deadline: Deadline,
     hold: Callable[[int], None],
+    idle: IdleConnections,
 ) -> _Answer:
-    """One request: check every address, dial a checked one, read a redirect or the body."""
+    """One request: check every address, reuse or dial a checked one, read a redirect or body."""
     addresses = [target.ip] if target.ip is not None else _resolve(target, resolver, deadline)
     allowed = [check_address(a, allow_private=policy.allow_private) for a in addresses]
-    conn = _connect(target, allowed, policy, deadline)
+    if policy.keep_alive_seconds > 0:
+        # only keys made from addresses that passed the checks just now
+        keys = [_pool_key(target, ip, policy) for ip in allowed]
+        taken = idle.take(keys, policy.keep_alive_seconds)
+        if taken is not None:
+            key, conn = taken
+            try:
+                return _request(conn, key, target, policy, deadline, hold, idle, reused=True)
+            except _ClosedByHost:
+                pass  # closed by the host as it was reused: the request goes out once more
+    conn, ip = _connect(target, allowed, policy, deadline)
+    key = _pool_key(target, ip, policy)
+    return _request(conn, key, target, policy, deadline, hold, idle, reused=False)
+
+
+def _pool_key(target: Target, ip: IPAddress, policy: FetchPolicy) -> PoolKey:
+    """Which idle connections may serve this hop (see gateway.keepalive)."""
+    return (target.scheme, str(ip), target.port, target.host, policy.ca_certs)
+
+
+def _request(
+    conn: HTTPConnection,
+    key: PoolKey,
+    target: Target,
+    policy: FetchPolicy,
+    deadline: Deadline,
+    hold: Callable[[int], None],
+    idle: IdleConnections,
+    *,
+    reused: bool,
+) -> _Answer:
+    """Send the GET on `conn` and read the answer; keep `conn` for reuse if it ended cleanly."""
+    keep_alive = policy.keep_alive_seconds > 0
+    headers = {
+        "Host": target.host_header,
+        "User-Agent": policy.user_agent,
+        "Accept": "image/*,*/*;q=0.8",
+        "Accept-Encoding": "identity",
+    }
+    if not keep_alive:
+        headers["Connection"] = "close"
     response: BaseHTTPResponse | None = None
+    reusable = False
     try:
         deadline.attach(conn.sock)
         conn.timeout = policy.read_timeout  # urllib3 applies it to the socket on request
-        conn.request(
-            "GET",
-            target.path,
-            headers={
-                "Host": target.host_header,
-                "User-Agent": policy.user_agent,
-                "Accept": "image/*,*/*;q=0.8",
-                "Accept-Encoding": "identity",
-                "Connection": "close",
-            },
-            preload_content=False,
-            decode_content=False,
-        )
-        response = conn.getresponse()
+        try:
+            conn.request(
+                "GET", target.path, headers=headers, preload_content=False, decode_content=False
+            )
+            response = conn.getresponse()
+        except _CLOSED_BY_HOST as exc:
+            if reused and not deadline.expired:
+                raise _ClosedByHost from exc
+            raise
         answer = _answer(response, policy, hold)
         # A socket shut by the watchdog reads as a clean end of stream: never trust what
         # was read (a truncated header block parses as a complete response).
         deadline.raise_if_fired()
+        # Reusable: a body read to its end (response closed) on a connection http.client kept
+        # open (no `Connection: close`, not HTTP/1.0, not delimited by the host closing it).
+        reusable = keep_alive and answer.location is None and response.closed
+        reusable = reusable and conn.sock is not None
         return answer
     except GatewayError:
         raise
@@ -197,7 +255,11 @@ def _exchange(
         deadline.detach()
         if response is not None:
             response.close()
-        conn.close()
+        # after detach the watchdog can no longer shut the socket; a fire before it shows here
+        if reusable and not deadline.expired:
+            idle.give(key, conn, policy.keep_alive_seconds)
+        else:
+            conn.close()
 
 
 def _answer(
@@ -257,8 +319,9 @@ def _resolve(target: Target, resolver: Resolver, deadline: Deadline) -> list[str
 
 def _connect(
     target: Target, addresses: list[IPAddress], policy: FetchPolicy, deadline: Deadline
-) -> HTTPConnection:
-    """A connection to the first checked address that answers; never to anything else."""
+) -> tuple[HTTPConnection, IPAddress]:
+    """A connection to the first checked address that answers (and that address); never to
+    anything else."""
     failure: Exception | None = None
     for ip in addresses:
         timeout = min(policy.connect_timeout, deadline.remaining())
@@ -281,7 +344,7 @@ def _connect(
             conn.close()
             failure = exc
             continue
-        return conn
+        return conn, ip
     if failure is None:
         raise DownloadTimeout(f"the download did not finish within {policy.total_timeout:g} s")
     raise _network_error(failure, target, policy, deadline) from failure

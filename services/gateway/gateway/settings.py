@@ -179,6 +179,13 @@ class Settings:
     max_redirects: int = setting(
         3, "GATEWAY_MAX_REDIRECTS", "redirects followed by a download", at_least(0)
     )
+    download_keepalive: float = setting(
+        4.0,
+        "GATEWAY_DOWNLOAD_KEEPALIVE_SECONDS",
+        "how long a connection to an image host that finished a download cleanly is kept for "
+        "the next download from the same checked address and host name (0 = close each)",
+        at_least(0),
+    )
     max_image_bytes: int = setting(
         10 * MIB,
         "GATEWAY_MAX_IMAGE_BYTES",
