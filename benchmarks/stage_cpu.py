@@ -106,7 +106,8 @@ def install_ours(worker: Any) -> None:
     TFServingPredictor.predict = timed(  # type: ignore[method-assign]
         "request build + answer parse", TFServingPredictor.predict
     )
-    TFServingPredictor._call = timed("gRPC call", TFServingPredictor._call)  # type: ignore[method-assign]
+    # every RPC goes through _raw_call (Predict directly, the others through _call)
+    TFServingPredictor._raw_call = timed("gRPC call", TFServingPredictor._raw_call)  # type: ignore[method-assign]
     for cls, method in ((pm.Histogram, "observe"), (pm.Counter, "inc")):
         setattr(cls, method, timed("metrics", getattr(cls, method)))
     pm.MetricWrapperBase.labels = timed("metrics", pm.MetricWrapperBase.labels)  # type: ignore[method-assign]
