@@ -110,44 +110,56 @@ class Metrics:
             )
         )
         # per model version (route: stable, canary or latest = no version labels)
-        self.version_predictions = Counter(
-            "gateway_version_predictions_total",
-            "Predict calls per model version, by route and outcome (ok or the error code)",
-            ["route", "version", "outcome"],
-            registry=r,
+        self.version_predictions = Labelled(
+            Counter(
+                "gateway_version_predictions_total",
+                "Predict calls per model version, by route and outcome (ok or the error code)",
+                ["route", "version", "outcome"],
+                registry=r,
+            )
         )
-        self.version_seconds = Histogram(
-            "gateway_version_predict_duration_seconds",
-            "Predict latency per model version",
-            ["route", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.version_seconds = Labelled(
+            Histogram(
+                "gateway_version_predict_duration_seconds",
+                "Predict latency per model version",
+                ["route", "version"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.version_top_class = Counter(
-            "gateway_version_top_class_total",
-            "images per top class, per model version",
-            ["route", "version", "label"],
-            registry=r,
+        self.version_top_class = Labelled(
+            Counter(
+                "gateway_version_top_class_total",
+                "images per top class, per model version",
+                ["route", "version", "label"],
+                registry=r,
+            )
         )
-        self.shadow_comparisons = Counter(
-            "gateway_shadow_comparisons_total",
-            "images scored by both stable and canary (shadow mode), by top-1 agreement",
-            ["stable_version", "canary_version", "agreement"],
-            registry=r,
+        self.shadow_comparisons = Labelled(
+            Counter(
+                "gateway_shadow_comparisons_total",
+                "images scored by both stable and canary (shadow mode), by top-1 agreement",
+                ["stable_version", "canary_version", "agreement"],
+                registry=r,
+            )
         )
-        self.shadow_divergence = Histogram(
-            "gateway_shadow_score_divergence",
-            "total variation distance between stable's and canary's scores of one image "
-            "(half the sum of absolute differences, by label name)",
-            ["stable_version", "canary_version"],
-            buckets=DIVERGENCE_BUCKETS,
-            registry=r,
+        self.shadow_divergence = Labelled(
+            Histogram(
+                "gateway_shadow_score_divergence",
+                "total variation distance between stable's and canary's scores of one image "
+                "(half the sum of absolute differences, by label name)",
+                ["stable_version", "canary_version"],
+                buckets=DIVERGENCE_BUCKETS,
+                registry=r,
+            )
         )
-        self.shadow_skipped = Counter(
-            "gateway_shadow_skipped_total",
-            "shadow comparisons not made, by reason (busy, no_canary, canary_error)",
-            ["reason"],
-            registry=r,
+        self.shadow_skipped = Labelled(
+            Counter(
+                "gateway_shadow_skipped_total",
+                "shadow comparisons not made, by reason (busy, no_canary, canary_error)",
+                ["reason"],
+                registry=r,
+            )
         )
 
 
