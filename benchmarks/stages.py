@@ -1,13 +1,15 @@
 """`python -m benchmarks.stages`: the gateways' CPU per request by stage at 1, 8 and 32 clients.
 
     python -m benchmarks.stages [--clients 1,8,32] [--duration 10] [--photos 300]
-                                [--work-dir DIR] [--py-spy SECONDS]
+                                [--work-dir DIR] [--py-spy SECONDS] [--ours-env NAME=VALUE ...]
 
 Starts the model server (batching as deployed) and the photo server as `make bench` does, then
 each gateway under benchmarks/stage_cpu.py (gunicorn, 2 gthread workers x 8 threads, counters
 in every worker), drives it with wrk and prints a Markdown table of CPU milliseconds per answered
 request by stage, for docs/benchmarks.md. `--py-spy S` also samples ours (`--native`) for S
 seconds at the highest client count. The machine's load is printed with the figures.
+`--ours-env` sets a gateway setting for ours (e.g. GATEWAY_DOWNLOAD_KEEPALIVE_SECONDS=0), to
+compare a change against the seed-style gateway with and without it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def staged_gateway(
     size: int,
     workers: int = 2,
     threads: int = 8,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """One gateway under stage_cpu.py; ours with its own gunicorn.conf.py."""
     port = free_port()
@@ -92,6 +95,7 @@ def staged_gateway(
             "GATEWAY_ALLOW_PRIVATE_URLS": "true",
             # `make local` imports the gateway from its folder (cwd); the launcher is elsewhere
             "PYTHONPATH": str(GATEWAY_DIR),
+            **(extra_env or {}),
         }
     else:
         python = SEED_VENV / "bin" / "python"
@@ -254,7 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--py-spy", type=float, default=0.0, help="seconds of py-spy at the top")
     parser.add_argument("--output", type=Path, help="put the table in this benchmarks document")
+    parser.add_argument(
+        "--ours-env", action="append", default=[], metavar="NAME=VALUE", help="a setting of ours"
+    )
     args = parser.parse_args(argv)
+    ours_env = dict(item.partition("=")[::2] for item in args.ours_env)
+    if any(not name.startswith("GATEWAY_") for name in ours_env):
+        parser.error("--ours-env takes GATEWAY_...=VALUE")
     clients = [int(c) for c in args.clients.split(",")]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="stages-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -290,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out,
                         work / "logs" / f"{label}.log",
                         model.height,
+                        extra_env=ours_env if label == "ours" else None,
                     )
                 ),
                 out,
@@ -324,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", after "
         + ", ".join(f"{x:.2f}" for x in load_after)
         + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up."
+        + "".join(f" Ours with {k}={v}." for k, v in ours_env.items())
     )
     if NOTES.is_file():
         body += "\n\n" + NOTES.read_text("utf-8").strip()
@@ -339,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = (
             f"python -m benchmarks.stages --clients {args.clients} --duration {args.duration:g}"
             f" --photos {args.photos} --py-spy {args.py_spy:g}"
+            + "".join(f" --ours-env {k}={v}" for k, v in ours_env.items())
         )
         document = args.output.read_text("utf-8") if args.output.exists() else ""
         write_atomically(args.output, with_section(document, section_text(body, command)))
