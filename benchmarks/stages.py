@@ -1,13 +1,16 @@
 """`python -m benchmarks.stages`: the gateways' CPU per request by stage at 1, 8 and 32 clients.
 
     python -m benchmarks.stages [--clients 1,8,32] [--duration 10] [--photos 300]
-                                [--work-dir DIR] [--py-spy SECONDS] [--ours-env NAME=VALUE ...]
+                                [--work-dir DIR] [--py-spy SECONDS] [--repeat N]
+                                [--ours-env NAME=VALUE ...]
 
 Starts the model server (batching as deployed) and the photo server as `make bench` does, then
 each gateway under benchmarks/stage_cpu.py (gunicorn, 2 gthread workers x 8 threads, counters
 in every worker), drives it with wrk and prints a Markdown table of CPU milliseconds per answered
 request by stage, for docs/benchmarks.md. `--py-spy S` also samples ours (`--native`) for S
 seconds at the highest client count. The machine's load is printed with the figures.
+`--repeat N` alternates ours and the seed N times per client count and reports each figure's
+median: on a shared, loaded machine one 10-second window swings by tens of per cent.
 `--ours-env` sets a gateway setting for ours (e.g. GATEWAY_DOWNLOAD_KEEPALIVE_SECONDS=0), to
 compare a change against the seed-style gateway with and without it.
 """
@@ -20,6 +23,7 @@ import datetime as dt
 import functools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -156,6 +160,12 @@ def measure(
     return per
 
 
+def median_by_key(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over repeated runs (a stage missing from a run counts as 0)."""
+    keys = {key for run in runs for key in run}
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in keys}
+
+
 def table(results: dict[str, dict[int, dict[str, float]]], clients: Sequence[int]) -> str:
     """Markdown: a row per stage, a column per gateway and client count."""
     header = ["stage (CPU ms per answered request)"]
@@ -257,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--py-spy", type=float, default=0.0, help="seconds of py-spy at the top")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="alternate ours and seed N times per client count"
+    )
     parser.add_argument("--output", type=Path, help="put the table in this benchmarks document")
     parser.add_argument(
         "--ours-env", action="append", default=[], metavar="NAME=VALUE", help="a setting of ours"
@@ -265,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours_env = dict(item.partition("=")[::2] for item in args.ours_env)
     if any(not name.startswith("GATEWAY_") for name in ours_env):
         parser.error("--ours-env takes GATEWAY_...=VALUE")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     clients = [int(c) for c in args.clients.split(",")]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="stages-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -305,12 +320,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 out,
             )
-        for index, c in enumerate(clients):
-            order = ("ours", "seed") if index % 2 == 0 else ("seed", "ours")
-            for label in order:
-                gateway, out = gateways[label]
-                print(f"{PROG}: {label}, {c} clients ...", flush=True)
-                results[label][c] = measure(gateway, out, bodies, c, args.duration)
+        runs = 0
+        for c in clients:
+            taken: dict[str, list[dict[str, float]]] = {"ours": [], "seed": []}
+            for _ in range(args.repeat):
+                order = ("ours", "seed") if runs % 2 == 0 else ("seed", "ours")
+                runs += 1
+                for label in order:
+                    gateway, out = gateways[label]
+                    print(f"{PROG}: {label}, {c} clients ...", flush=True)
+                    taken[label].append(measure(gateway, out, bodies, c, args.duration))
+            for label, measured in taken.items():
+                results[label][c] = median_by_key(measured)
         if args.py_spy > 0:
             # Sampled without the counters (their wrappers would show in the profile).
             plain = running.enter_context(
@@ -334,7 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}" for x in load_before)
         + ", after "
         + ", ".join(f"{x:.2f}" for x in load_after)
-        + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up."
+        + f" (2 CPUs); {args.duration:g} s per point after 2 s of warm-up"
+        + (
+            f", each figure the median of {args.repeat} alternating runs."
+            if args.repeat > 1
+            else "."
+        )
         + "".join(f" Ours with {k}={v}." for k, v in ours_env.items())
     )
     if NOTES.is_file():
@@ -350,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output is not None:
         command = (
             f"python -m benchmarks.stages --clients {args.clients} --duration {args.duration:g}"
-            f" --photos {args.photos} --py-spy {args.py_spy:g}"
+            f" --photos {args.photos} --py-spy {args.py_spy:g} --repeat {args.repeat}"
             + "".join(f" --ours-env {k}={v}" for k, v in ours_env.items())
         )
         document = args.output.read_text("utf-8") if args.output.exists() else ""

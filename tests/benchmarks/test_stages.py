@@ -1,8 +1,9 @@
-"""The stage-by-stage CPU section survives `make bench` rewriting docs/benchmarks.md."""
+"""The stage-by-stage CPU section survives `make bench` rewriting docs/benchmarks.md; repeated
+runs are summarised by their medians."""
 
 from __future__ import annotations
 
-from benchmarks.stages import BEGIN, END, kept_section, with_section
+from benchmarks.stages import BEGIN, END, kept_section, median_by_key, with_section
 
 SECTION = f"{BEGIN}\n## Gateway CPU by stage\n\n| a | b |\n{END}"
 
@@ -22,3 +23,12 @@ def test_a_rewritten_document_keeps_the_section_of_the_previous_one() -> None:
     assert kept_section(previous) == SECTION
     assert kept_section(with_section(rewritten, kept_section(previous))) == SECTION
     assert kept_section(rewritten) == ""
+
+
+def test_repeated_runs_report_each_figures_median_and_a_missing_stage_as_zero() -> None:
+    runs = [
+        {"process": 3.0, "download": 0.5, "requests/s": 100.0},
+        {"process": 9.0, "download": 0.7, "requests/s": 40.0},
+        {"process": 4.0, "requests/s": 90.0},
+    ]
+    assert median_by_key(runs) == {"process": 4.0, "download": 0.5, "requests/s": 90.0}
