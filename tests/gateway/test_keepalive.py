@@ -8,15 +8,19 @@ connection the host closed, is ever read as the next answer.
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-from gateway.errors import BlockedURL, DownloadTimeout
+from gateway.errors import BlockedURL, DownloadTimeout, ImageHostError
 from gateway.fetch import FetchPolicy, fetch_image
 from gateway.keepalive import IdleConnections
 
@@ -33,15 +37,25 @@ SLACK = 1.5  # a bounded-time margin for the deadline test, not a speed claim
 
 
 class CountingHost(ThreadingHTTPServer):
-    """An HTTP/1.1 image host that keeps connections open and counts them."""
+    """An HTTP/1.1 image host that keeps connections open and counts them (TLS if given)."""
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.connections = 0
         self.headers_seen: list[dict[str, str]] = []
+        self.server_names: list[str | None] = []
         self.stop = threading.Event()
+        self.tls = tls
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
         super().__init__(("127.0.0.1", 0), Handler)
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, addr = super().get_request()
+        if self.tls is not None:  # the handshake happens on the handler thread
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the deadline test hangs up on a dripping answer
@@ -103,9 +117,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def host() -> Iterator[CountingHost]:
-    server = CountingHost()
+def serve(server: CountingHost) -> Iterator[CountingHost]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -115,6 +127,11 @@ def host() -> Iterator[CountingHost]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def host() -> Iterator[CountingHost]:
+    yield from serve(CountingHost())
 
 
 @pytest.fixture
@@ -283,15 +300,12 @@ def test_the_pool_keeps_at_most_its_limit(host: CountingHost, idle: IdleConnecti
 def test_concurrent_downloads_over_kept_connections_do_not_mix(
     host: CountingHost, base: str, idle: IdleConnections
 ) -> None:
-    def download(i: int) -> bytes:
-        return fetch_image(f"{base}/image?{i}", POLICY, idle=idle).data
-
     threads_results: list[bytes] = []
     lock = threading.Lock()
 
     def worker(start: int) -> None:
         for i in range(start, start + 10):
-            data = download(i)
+            data = fetch_image(f"{base}/image?{i}", POLICY, idle=idle).data
             with lock:
                 threads_results.append(data)
 
@@ -302,3 +316,31 @@ def test_concurrent_downloads_over_kept_connections_do_not_mix(
         t.join(10)
     assert threads_results == [IMAGE] * 40
     assert host.connections <= 4
+
+
+def test_https_connections_are_reused_only_for_the_verified_name(
+    tmp_path: Path, idle: IdleConnections
+) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+         "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    policy = replace(POLICY, ca_certs=str(tmp_path / "cert.pem"))
+    resolver = Table({"images.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
+    for server in serve(CountingHost(tls=context)):
+        port = server.server_address[1]
+        for _ in range(3):
+            image = fetch_image(f"https://images.test:{port}/image", policy, resolver, idle=idle)
+            assert image.data == IMAGE
+        assert server.connections == 1
+        assert server.server_names == ["images.test"]  # one handshake, verified for the name
+        with pytest.raises(ImageHostError, match="TLS"):  # never the kept images.test one
+            fetch_image(f"https://other.test:{port}/image", policy, resolver, idle=idle)
+        assert server.server_names == ["images.test", "other.test"]

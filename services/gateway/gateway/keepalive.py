@@ -71,7 +71,7 @@ class IdleConnections:
                     break
         for conn in stale:
             conn.close()
-        if found is not None and not found[1].is_connected:  # closed by the host, or unasked bytes
+        if found is not None and not _quiet(found[1]):
             found[1].close()
             return None
         return found
@@ -107,6 +107,15 @@ class IdleConnections:
             del self._idle[entry]
             expired.append(conn)
         return expired
+
+
+def _quiet(conn: HTTPConnection) -> bool:
+    """Whether an idle connection is open with nothing to read: not closed by the host, no
+    bytes nobody asked for, neither on the socket nor decrypted and waiting in the TLS layer."""
+    if not conn.is_connected:  # readable: end of stream or unasked-for bytes
+        return False
+    pending = getattr(conn.sock, "pending", None)  # ssl.SSLSocket: decrypted, not yet read
+    return not (pending is not None and pending() > 0)
 
 
 IDLE_CONNECTIONS = IdleConnections()
