@@ -56,7 +56,9 @@ def model_server_alone(stack: Stack, clients: int, seconds: float) -> float:
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     model = stack.model
-    info = ModelInfo(name=model.name, version=0, labels=model.labels, resize=model.spec)
+    # pinned to the served version, as the gateway pins every Predict
+    version = int(model.version_dir.name)
+    info = ModelInfo(name=model.name, version=version, labels=model.labels, resize=model.spec)
     requests = [predict_request(info, image[np.newaxis]) for image in model_images(stack, 64)]
     done = [0] * clients
     stop = threading.Event()
