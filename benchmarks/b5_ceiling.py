@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks.b3_end_to_end import cpu_share
+from benchmarks.config import Model
 from benchmarks.context import Stack
 from benchmarks.load import LoadResult, bodies_file, run_wrk
 from benchmarks.report import Section, Target
@@ -48,21 +49,22 @@ def in_process_ceiling(stack: Stack, seconds: float) -> dict[int, float]:
     return rates
 
 
-def model_server_alone(stack: Stack, clients: int, seconds: float) -> float:
+def model_server_alone(
+    model: Model, grpc_target: str, images: np.ndarray, clients: int, seconds: float
+) -> float:
     """Predict calls per second (one image each) straight to the model server over gRPC."""
     import grpc
     from gateway.messages import predict_request
     from gateway.predictor import ModelInfo
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    model = stack.model
     # pinned to the served version, as the gateway pins every Predict
     version = int(model.version_dir.name)
     info = ModelInfo(name=model.name, version=version, labels=model.labels, resize=model.spec)
-    requests = [predict_request(info, image[np.newaxis]) for image in model_images(stack, 64)]
+    requests = [predict_request(info, image[np.newaxis]) for image in images]
     done = [0] * clients
     stop = threading.Event()
-    with grpc.insecure_channel(stack.model_server.grpc_target) as channel:
+    with grpc.insecure_channel(grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         stub.Predict(requests[0], timeout=30)
 
@@ -120,7 +122,10 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
     ceiling = max(ceiling_rates.values())
     for size, rate in ceiling_rates.items():
         section.add(f"in-process SavedModel, batch {size}", rate, "img/s", digits=1)
-    alone = model_server_alone(stack, top, settings.duration)
+    alone = model_server_alone(
+        stack.model, stack.model_server.grpc_target, model_images(stack, 64), top,
+        settings.duration,
+    )  # fmt: skip
     section.add(f"model server alone, {top} in flight", alone, "img/s", ceiling, digits=1)
     by_workers: dict[int, LoadResult] = {}
     for workers in settings.worker_counts:
