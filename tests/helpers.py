@@ -28,3 +28,11 @@ def serve_wsgi(app: Flask) -> Generator[str, None, None]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def first_photos_per_class(dataset_dir: Path, per_class: int) -> list[Path]:
+    """The first `per_class` validation photos of every class, classes in name order."""
+    chosen: list[Path] = []
+    for class_dir in sorted((dataset_dir / "validation").iterdir()):
+        chosen += sorted(class_dir.glob("*.jpg"))[:per_class]
+    return chosen

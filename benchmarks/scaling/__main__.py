@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from benchmarks.scaling.promotion import check_answers
 from benchmarks.scaling.promotion import prepare as prepare_promotion
 from benchmarks.scaling.scenarios import (
     HpaLoop,
+    Load,
     failures,
     model_counts,
     percentile,
@@ -54,6 +55,26 @@ def _window(
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
     }
+
+
+def _under_steady_load(
+    stack: Stack,
+    bodies: Path,
+    rate: float,
+    name: str,
+    action: Callable[[], None],
+    after: float = 5.0,
+) -> tuple[Load, dict[str, Any]]:
+    """Steady load through the balancer from 5 s before `action` until `after` s after it."""
+    load = start_load(stack, bodies, [(0, rate), (600, rate)], name)
+    began = stack.now()
+    time.sleep(5)
+    action()
+    time.sleep(after)
+    load.process.terminate()
+    load.wait()
+    window = _window(read_requests(stack, load), began, stack.now())
+    return load, {**window, "requests_file": str(load.out)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,77 +164,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             if "rolling" in selected:
                 # 2. rolling replacement of every model replica (maxSurge / maxUnavailable declared)
-                load = start_load(stack, bodies, [(0, rate), (600, rate)], "rolling")
-                began = stack.now()
-                time.sleep(5)
-                replace_model_tier(stack)
-                time.sleep(5)
-                load.process.terminate()
-                load.wait()
-                records = read_requests(stack, load)
-                results["scenarios"]["rolling"] = {
-                    **_window(records, began, stack.now()),
-                    "requests_file": str(load.out),
-                }
+                _, results["scenarios"]["rolling"] = _under_steady_load(
+                    stack, bodies, rate, "rolling", lambda: replace_model_tier(stack)
+                )
 
             if promotion is not None:
                 # 2b. promote the canary: the same rolling update, to the image without version N
                 stack.model_config = promotion.promoted
                 stack.note(f"promote: version {promotion.canary} becomes stable")
-                load = start_load(stack, bodies, [(0, rate), (600, rate)], "promote")
-                began = stack.now()
-                time.sleep(5)
-                replace_model_tier(stack)
-                time.sleep(5)
-                load.process.terminate()
-                load.wait()
-                records = read_requests(stack, load)
+                load, window = _under_steady_load(
+                    stack, bodies, rate, "promote", lambda: replace_model_tier(stack)
+                )
                 results["scenarios"]["promote"] = {
-                    **_window(records, began, stack.now()),
+                    **window,
                     **check_answers(read_answers(load), promotion.expected),
                     "stable": promotion.stable,
                     "canary": promotion.canary,
-                    "requests_file": str(load.out),
                 }
 
             # 3. scale-in of one model replica and one gateway replica under steady load
             if "scale_in" in selected:
                 extra = stack.add("gateway")
                 stack.wait_ready([extra])
-                load = start_load(stack, bodies, [(0, rate), (600, rate)], "scale_in")
-                began = stack.now()
-                time.sleep(5)
-                stack.drain(sorted(stack.tier("model"), key=lambda r: r.started_at)[0])
-                time.sleep(5)
-                stack.drain(sorted(stack.tier("gateway"), key=lambda r: r.started_at)[0])
-                time.sleep(5)
-                load.process.terminate()
-                load.wait()
-                records = read_requests(stack, load)
-                results["scenarios"]["scale_in"] = {
-                    **_window(records, began, stack.now()),
-                    "requests_file": str(load.out),
-                }
+
+                def scale_in() -> None:
+                    stack.drain(sorted(stack.tier("model"), key=lambda r: r.started_at)[0])
+                    time.sleep(5)
+                    stack.drain(sorted(stack.tier("gateway"), key=lambda r: r.started_at)[0])
+
+                _, results["scenarios"]["scale_in"] = _under_steady_load(
+                    stack, bodies, rate, "scale_in", scale_in
+                )
 
             if "kill" in selected:
                 # 4. kill -9 of one replica of each tier (after the model tier is back to two)
                 back = stack.add("model")
                 stack.wait_ready([back])
                 time.sleep(12)  # let every gateway resolve and connect to it
-                load = start_load(stack, bodies, [(0, rate), (600, rate)], "kill")
-                began = stack.now()
-                time.sleep(5)
-                stack.kill(stack.tier("model")[0])
-                time.sleep(10)
-                stack.kill(stack.tier("gateway")[0])
-                time.sleep(10)
-                load.process.terminate()
-                load.wait()
-                records = read_requests(stack, load)
-                results["scenarios"]["kill"] = {
-                    **_window(records, began, stack.now()),
-                    "requests_file": str(load.out),
-                }
+
+                def kill() -> None:
+                    stack.kill(stack.tier("model")[0])
+                    time.sleep(10)
+                    stack.kill(stack.tier("gateway")[0])
+
+                _, results["scenarios"]["kill"] = _under_steady_load(
+                    stack, bodies, rate, "kill", kill, after=10.0
+                )
                 # the ReplicaSets replace the killed pods; the ramp starts while they load
                 stack.add("model")
                 stack.add("gateway")

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import model_versions
 from tests.canary.support import DEMO_VERSION, PHOTOS_PER_CLASS, Versions
-from tests.helpers import DEMO_MODEL_BASE
+from tests.helpers import DEMO_MODEL_BASE, first_photos_per_class
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +28,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
 @pytest.fixture(scope="session")
 def photos(dataset_dir: Path) -> list[Path]:
     """A few validation photos of every class."""
-    chosen: list[Path] = []
-    for class_dir in sorted((dataset_dir / "validation").iterdir()):
-        chosen += sorted(class_dir.glob("*.jpg"))[:PHOTOS_PER_CLASS]
-    return chosen
+    return first_photos_per_class(dataset_dir, PHOTOS_PER_CLASS)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 from clothing_tools.local_stack import Running, free_port, start_gateway
 from tests.e2e.support import KEY, SECOND_KEY
-from tests.helpers import GATEWAY_PYTHON
+from tests.helpers import GATEWAY_PYTHON, first_photos_per_class
 
 PHOTOS_PER_CLASS = 8
 
@@ -73,10 +73,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def photos(dataset_dir: Path) -> list[Path]:
     """A fixed sample of validation photos: the first few of every class."""
-    chosen: list[Path] = []
-    for class_dir in sorted((dataset_dir / "validation").iterdir()):
-        chosen += sorted(class_dir.glob("*.jpg"))[:PHOTOS_PER_CLASS]
-    return chosen
+    return first_photos_per_class(dataset_dir, PHOTOS_PER_CLASS)
 
 
 @pytest.fixture(scope="session")
