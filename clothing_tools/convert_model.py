@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 from gateway.contract import (
@@ -568,12 +568,12 @@ def verify_export(model: Any, export_dir: Path, description: dict[str, Any]) -> 
             run_signature(loaded, key, sample_images(rows, height, width, seed=rows))
 
     warmup = read_warmup_requests(export_dir)
-    for key, batch in warmup:  # every output is fetched here, a superset of the records' filter
-        run_signature(loaded, key, batch)
+    for record in warmup:  # every output is fetched here, a superset of the records' filter
+        run_signature(loaded, record.signature, record.images)
     batches = [sample_images(6, height, width, 0)]
     batches.append(np.zeros_like(batches[0][:1]))
     batches.append(np.full_like(batches[0][:1], 255))
-    batches += [batch for key, batch in warmup if key == SERVING_SIGNATURE]
+    batches += [record.images for record in warmup if record.signature == SERVING_SIGNATURE]
     max_diff = 0.0
     for batch in batches:
         result = run_signature(loaded, SERVING_SIGNATURE, batch)
@@ -631,8 +631,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probabilities
 
 
-def read_warmup_requests(export_dir: Path) -> list[tuple[str, np.ndarray]]:
-    """The (signature, image batch) of each warm-up record, parsed the way TF Serving reads it."""
+class WarmupRecord(NamedTuple):
+    """One warm-up record: the signature, the outputs it fetches (all when empty), the images."""
+
+    signature: str
+    output_filter: tuple[str, ...]
+    images: np.ndarray
+
+
+def read_warmup_requests(export_dir: Path) -> list[WarmupRecord]:
+    """Each warm-up record of a version folder, parsed the way TF Serving reads it."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -641,7 +649,11 @@ def read_warmup_requests(export_dir: Path) -> list[tuple[str, np.ndarray]]:
     for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
         key = request.model_spec.signature_name or SERVING_SIGNATURE
-        requests.append((key, tf.make_ndarray(request.inputs[INPUT_NAME])))
+        requests.append(
+            WarmupRecord(
+                key, tuple(request.output_filter), tf.make_ndarray(request.inputs[INPUT_NAME])
+            )
+        )
     return requests
 
 

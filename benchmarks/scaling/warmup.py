@@ -31,31 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import DEFAULT_MODEL_BASE, REPO, BenchError
+from clothing_tools.convert_model import read_warmup_requests
 from clothing_tools.local_stack import newest_version
 
 OUTPUT = REPO / "build" / "scaling" / "warmup.json"
 CASES = ("none", "all_outputs", "records")
 REPEATS = 20  # timed runs after the first, for the steady-state figure
-
-
-def _records(version_dir: Path) -> list[tuple[str, list[str], Any]]:
-    """(signature, output_filter, images) of each warm-up record of a version."""
-    import tensorflow as tf
-    from gateway import contract
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = []
-    path = contract.warmup_path(version_dir)
-    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        request = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
-        records.append(
-            (
-                request.model_spec.signature_name or contract.SERVING_SIGNATURE,
-                list(request.output_filter),
-                tf.make_ndarray(request.inputs[contract.INPUT_NAME]),
-            )
-        )
-    return records
 
 
 def measure_case(version_dir: Path, case: str) -> dict[str, Any]:
@@ -79,15 +60,15 @@ def measure_case(version_dir: Path, case: str) -> dict[str, Any]:
         session.run(fetches, feed)
         return (time.perf_counter() - began) * 1000
 
-    records = _records(version_dir)
+    records = read_warmup_requests(version_dir)
     if case == "records":
-        for signature, output_filter, images in records:
-            run(signature, output_filter, images)
+        for record in records:
+            run(record.signature, record.output_filter, record.images)
     elif case == "all_outputs":
-        for signature, _, images in records:
-            if signature == contract.SERVING_SIGNATURE:
-                run(signature, [], images)
-    one = next(images for s, _, images in records if s == contract.SERVING_SIGNATURE)[:1]
+        for record in records:
+            if record.signature == contract.SERVING_SIGNATURE:
+                run(record.signature, [], record.images)
+    one = next(r.images for r in records if r.signature == contract.SERVING_SIGNATURE)[:1]
     # what gateway/tfserving.py sends: Predict fetching scores, describe fetching description
     first_predict = run(contract.SERVING_SIGNATURE, [contract.SCORES_OUTPUT], one)
     first_describe = run(contract.DESCRIBE_SIGNATURE, [contract.DESCRIPTION_OUTPUT], one)
