@@ -80,6 +80,9 @@ class BenchSettings:
     duration: float = 15.0  # seconds of measured load per point
     warmup: float = 3.0  # seconds of load thrown away before each point
     concurrency: tuple[int, ...] = (1, 8, 32)
+    # B3 runs each gateway this many times per point, in mirrored order (ours, seed, seed,
+    # ours): one 15 s run per point let the order and a passing stall decide the ratio
+    b3_repeats: int = 2
     gateway_workers: int = 2
     gateway_threads: int = 8
     worker_counts: tuple[int, ...] = (1, 2, 4)
@@ -100,6 +103,7 @@ class BenchSettings:
             photos=24,
             duration=2.0,
             warmup=0.5,
+            b3_repeats=1,
             cold_starts=1,
             rss_requests=40,
             batch_repeats=2,

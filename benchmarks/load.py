@@ -49,6 +49,26 @@ class LoadResult:
         return self.cpu.get(name, 0.0) / self.requests if self.requests else 0.0
 
 
+def pooled(results: Sequence[LoadResult]) -> LoadResult:
+    """Runs of one gateway at one concurrency as one: counts, seconds and CPU added up (so
+    rates and CPU per request are over every run), latency percentiles averaged."""
+    if not results:
+        raise ValueError("nothing to pool")
+    count, requests = len(results), sum(r.requests for r in results)
+    names = {name for result in results for name in result.cpu}
+    return LoadResult(
+        clients=results[0].clients,
+        requests=requests,
+        seconds=sum(r.seconds for r in results),
+        errors=sum(r.errors for r in results),
+        p50_ms=sum(r.p50_ms for r in results) / count,
+        p95_ms=sum(r.p95_ms for r in results) / count,
+        p99_ms=sum(r.p99_ms for r in results) / count,
+        mean_ms=sum(r.mean_ms * r.requests for r in results) / requests if requests else 0.0,
+        cpu={name: sum(r.cpu.get(name, 0.0) for r in results) for name in sorted(names)},
+    )
+
+
 def bodies_file(path: Path, bodies: Sequence[dict[str, Any]]) -> Path:
     """Write one JSON body per line for wrk_post.lua."""
     path.write_text("".join(json.dumps(body) + "\n" for body in bodies), "utf-8")
