@@ -139,6 +139,15 @@ class Stack:
         """Its month at this traffic."""
         return a.kubernetes_month(self.tiers, self.pools, self.fixed, traffic)
 
+    def with_cpu_per_request(self, tier: str, seconds: float) -> Stack:
+        """The same stack with one tier's CPU per prediction changed (what-if figures)."""
+        return replace(
+            self,
+            tiers=tuple(
+                replace(t, cpu_per_request=seconds) if t.name == tier else t for t in self.tiers
+            ),
+        )
+
 
 def build_stack(
     label: str,
@@ -356,6 +365,16 @@ def build_document(
     def k8s(stack: Stack) -> Callable[[float], float]:
         uncapped = stack.uncapped()
         return lambda v: uncapped.month(traffic_at(v, assume, photo_bytes)).monthly / per_day
+
+    def marginal(stack: Stack) -> float:
+        # wide enough a span that a tier's whole nodes average out into a rate
+        low, high = 1e7, 1.1e8
+        return (k8s(stack)(high) - k8s(stack)(low)) / (high - low) * 1e6
+
+    gateway_cpu = measured.gateway_cpu_seconds
+    measured_marginal = marginal(default)
+    gateway_share = 1 - marginal(default.with_cpu_per_request("gateway", 0.0)) / measured_marginal
+    nat_share = photo_bytes / a.GB * 1e6 * default.fixed.nat_gateway_gb / measured_marginal
 
     def serverless(v: float) -> float:
         function = lambda_function(prices, measured, assume, v)
@@ -692,6 +711,23 @@ def build_document(
         f"{_usd(photo_bytes / a.GB * 1e6 * default.fixed.nat_gateway_gb)} is the NAT gateway's "
         "per-GB charge on the photo downloads (the gateway pods sit in private subnets): "
         "a gateway pool in public subnets, or an egress path without NAT, would remove it.",
+        "",
+        "**What the gateway's CPU is worth**: per extra million predictions (between 10M and "
+        "110M a day, so that whole nodes average out), the on-demand stack costs "
+        + "; ".join(
+            f"{_usd(marginal(default.with_cpu_per_request('gateway', seconds)))} with {what}"
+            for what, seconds in (
+                (f"the measured {measured.gateway_cpu_seconds * 1000:.2f} ms", gateway_cpu),
+                (
+                    f"0.6x the seed-style gateway's {measured.seed_gateway_cpu_seconds * 1000:.2f}"
+                    " ms (issue 14's target)",
+                    0.6 * measured.seed_gateway_cpu_seconds,
+                ),
+                ("a gateway using no CPU at all", 0.0),
+            )
+        )
+        + f". So the gateway's CPU is {gateway_share:.0%} of the marginal cost of a "
+        f"prediction, the NAT charge on the photo bytes {nat_share:.0%}.",
         "",
         f"![Cost per day against predictions per day]({PLOT_NAME})",
         "",

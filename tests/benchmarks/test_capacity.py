@@ -10,6 +10,7 @@ import pytest
 from benchmarks.capacity import arithmetic as a
 from benchmarks.capacity.declared import declared_stack, quantity
 from benchmarks.capacity.figures import read_measured
+from benchmarks.capacity.report import Stack
 from benchmarks.config import REPO, BenchError
 
 GiB = 2.0**30
@@ -112,6 +113,17 @@ def test_a_kubernetes_month_adds_up_by_hand() -> None:
         assert estimate.items[key] == pytest.approx(value), key
     assert estimate.monthly == pytest.approx(401.7628)
     assert a.per_million(estimate, TRAFFIC) == pytest.approx(401.7628 / 26.28)
+
+
+def test_a_what_if_stack_changes_one_tiers_cpu_per_prediction_and_nothing_else() -> None:
+    model = a.Tier("model", "gateway", 0.25, GiB, 1, 10, 0.5, 0.01)
+    stack = Stack("test", (TIER, model), (POOL,), FIXED)
+    heavier = stack.with_cpu_per_request("gateway", 0.1)
+    assert [t.cpu_per_request for t in heavier.tiers] == [0.1, 0.01]
+    assert heavier.pools == stack.pools and heavier.fixed == stack.fixed
+    # peak 20/s x 0.1 s / (0.5 x 0.5 CPU) = 8 gateway pods instead of 4
+    assert a.replicas_needed(heavier.tiers[0], 20).replicas == 8
+    assert heavier.month(TRAFFIC).monthly > stack.month(TRAFFIC).monthly
 
 
 def test_burstable_nodes_pay_for_average_cpu_above_their_baseline() -> None:
