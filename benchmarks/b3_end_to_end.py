@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from benchmarks.context import Stack
-from benchmarks.load import LoadResult, pooled, run_wrk
+from benchmarks.load import LoadResult, pooled
 from benchmarks.report import Section, Target
 from benchmarks.stack import Gateway
 
@@ -72,24 +72,15 @@ def run(stack: Stack, ours: Gateway, seed: Gateway) -> tuple[Section, list[LoadR
         "same gunicorn workers and threads. Each gateway runs "
         f"{settings.b3_repeats} time(s) per point in mirrored order (ours, seed, seed, ours; the "
         "next point starts with the seed); requests, seconds and CPU are added over its runs, "
-        "latency percentiles averaged. CPU: user + system seconds of the gateway's gunicorn "
-        "master and workers during the measured runs, per answered request.",
+        "p50 is their median, p95 and p99 the worse run's. CPU: user + system seconds of the "
+        "gateway's gunicorn master and workers during the measured runs, per answered request.",
     )
     ours_results: list[LoadResult] = []
     top = max(settings.concurrency)
     for index, clients in enumerate(settings.concurrency):
         runs: dict[str, list[LoadResult]] = {"ours": [], "seed": []}
         for gateway in run_order(ours, seed, index, settings.b3_repeats):
-            runs[gateway.label].append(
-                run_wrk(
-                    f"{gateway.url}/predict",
-                    stack.bodies,
-                    clients,
-                    settings.duration,
-                    warmup=settings.warmup,
-                    watch=stack.watch(gateway),
-                )
-            )
+            runs[gateway.label].append(stack.load(gateway, clients))
         mine, base = pooled(runs["ours"]), pooled(runs["seed"])
         ours_results.append(mine)
         targeted = clients == top

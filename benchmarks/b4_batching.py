@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 
 from benchmarks.context import Stack
-from benchmarks.load import LoadResult, connection, post_json, run_wrk, timed
+from benchmarks.load import LoadResult, connection, pooled, post_json, timed
 from benchmarks.report import Section, Target
 from benchmarks.stack import Gateway, model_server, our_gateway
 
@@ -92,16 +92,9 @@ def run(stack: Stack, ours: Gateway) -> tuple[Section, list[LoadResult]]:
             pairs = [("on", on_gateway, stack.model_server), ("off", off_gateway, off_server)]
             for name, gateway, server in pairs if round_ == 0 else pairs[::-1]:
                 results[name].append(
-                    run_wrk(
-                        f"{gateway.url}/predict",
-                        stack.bodies,
-                        top,
-                        settings.duration / 2,
-                        warmup=settings.warmup,
-                        watch=stack.watch(gateway, server),
-                    )
+                    stack.load(gateway, top, duration=settings.duration / 2, model_server=server)
                 )
-    on, off = merge(results["on"]), merge(results["off"])
+    on, off = pooled(results["on"]), pooled(results["off"])
     section.add(
         f"{top} clients: throughput, batching on vs off",
         on.throughput,
@@ -118,19 +111,3 @@ def run(stack: Stack, ours: Gateway) -> tuple[Section, list[LoadResult]]:
             f"{result.cpu_per_request('gateway') * 1000:.1f} ms"
         )
     return section, results["on"]
-
-
-def merge(results: Sequence[LoadResult]) -> LoadResult:
-    """Several runs of one configuration as one: summed counts, worst percentiles."""
-    cpu_names = {name for r in results for name in r.cpu}
-    return LoadResult(
-        clients=results[0].clients,
-        requests=sum(r.requests for r in results),
-        seconds=sum(r.seconds for r in results),
-        errors=sum(r.errors for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p95_ms=max(r.p95_ms for r in results),
-        p99_ms=max(r.p99_ms for r in results),
-        mean_ms=statistics.mean(r.mean_ms for r in results),
-        cpu={name: sum(r.cpu.get(name, 0.0) for r in results) for name in cpu_names},
-    )

@@ -13,7 +13,7 @@ import numpy as np
 from benchmarks.b3_end_to_end import cpu_share
 from benchmarks.config import Model
 from benchmarks.context import Stack
-from benchmarks.load import LoadResult, bodies_file, run_wrk
+from benchmarks.load import LoadResult, bodies_file
 from benchmarks.report import Section, Target
 from benchmarks.stack import our_gateway
 
@@ -135,14 +135,7 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
             threads=settings.gateway_threads,
             log=stack.log(f"gateway-{workers}-workers"),
         ) as gateway:
-            by_workers[workers] = run_wrk(
-                f"{gateway.url}/predict",
-                stack.bodies,
-                top,
-                settings.duration,
-                warmup=settings.warmup,
-                watch=stack.watch(gateway),
-            )
+            by_workers[workers] = stack.load(gateway, top)
     for workers, result in by_workers.items():
         section.add(
             f"stack, {workers} gateway worker(s), {top} clients",
@@ -166,14 +159,7 @@ def run(stack: Stack, earlier: Sequence[LoadResult]) -> Section:
         threads=settings.gateway_threads,
         log=stack.log("gateway-batch-saturation"),
     ) as gateway:
-        batched = run_wrk(
-            f"{gateway.url}/predict/batch",
-            batches,
-            BATCH_CLIENTS,
-            settings.duration,
-            warmup=settings.warmup,
-            watch=stack.watch(gateway),
-        )
+        batched = stack.load(gateway, BATCH_CLIENTS, path="/predict/batch", bodies=batches)
     section.add(
         f"stack, /predict/batch of {size} URLs, {BATCH_CLIENTS} clients",
         batched.throughput * size,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.config import BenchSettings, Model
+from benchmarks.load import LoadResult, run_wrk
 from benchmarks.photos import Photo, PhotoServer
 from benchmarks.stack import Gateway
 from clothing_tools.local_stack import Running
@@ -41,3 +42,24 @@ class Stack:
             "model server": (model_server or self.model_server).process.pid,
             "photo server": self.photo_server.pid,
         }
+
+    def load(
+        self,
+        gateway: Gateway,
+        clients: int,
+        *,
+        path: str = "/predict",
+        bodies: Path | None = None,
+        duration: float | None = None,
+        model_server: Running | None = None,
+    ) -> LoadResult:
+        """wrk against one of the gateway's endpoints for the bench's duration (after its
+        warm-up), recording the CPU of the gateway, the model server and the photo server."""
+        return run_wrk(
+            f"{gateway.url}{path}",
+            bodies or self.bodies,
+            clients,
+            self.settings.duration if duration is None else duration,
+            warmup=self.settings.warmup,
+            watch=self.watch(gateway, model_server),
+        )

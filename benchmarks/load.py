@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -50,20 +51,20 @@ class LoadResult:
 
 
 def pooled(results: Sequence[LoadResult]) -> LoadResult:
-    """Runs of one gateway at one concurrency as one: counts, seconds and CPU added up (so
-    rates and CPU per request are over every run), latency percentiles averaged."""
+    """Runs of one configuration as one: counts, seconds and CPU added up (so rates and CPU per
+    request are over every run), the median p50 and the worst p95 and p99."""
     if not results:
         raise ValueError("nothing to pool")
-    count, requests = len(results), sum(r.requests for r in results)
+    requests = sum(r.requests for r in results)
     names = {name for result in results for name in result.cpu}
     return LoadResult(
         clients=results[0].clients,
         requests=requests,
         seconds=sum(r.seconds for r in results),
         errors=sum(r.errors for r in results),
-        p50_ms=sum(r.p50_ms for r in results) / count,
-        p95_ms=sum(r.p95_ms for r in results) / count,
-        p99_ms=sum(r.p99_ms for r in results) / count,
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p95_ms=max(r.p95_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
         mean_ms=sum(r.mean_ms * r.requests for r in results) / requests if requests else 0.0,
         cpu={name: sum(r.cpu.get(name, 0.0) for r in results) for name in sorted(names)},
     )
