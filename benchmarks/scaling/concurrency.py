@@ -24,6 +24,7 @@ from pathlib import Path
 from benchmarks.config import DEFAULT_DATASET, DEFAULT_MODEL_BASE, REPO, BenchError
 from benchmarks.load import bodies_file, run_wrk
 from benchmarks.photos import load_photos
+from benchmarks.report import write_atomically
 from benchmarks.scaling.processes import image_host, tree_rss_bytes
 from benchmarks.stack import model_server, our_gateway
 from clothing_tools.local_stack import free_port
@@ -130,10 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uname": subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip(),
         "points": [asdict(p) for p in points],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    partial.replace(args.output)
+    write_atomically(args.output, json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchmarks.config import REPO
+from benchmarks.report import write_atomically
 from benchmarks.scaling import loadgen
 from benchmarks.scaling.concurrency import OUTPUT as CONCURRENCY
 from benchmarks.scaling.scenarios import percentile
@@ -500,9 +501,7 @@ def write_report(results_path: Path, report: Path) -> None:
     lines += ["## Events", "", "```"]
     lines += [f"{t:8.1f} s  {text}" for t, text in results["events"]]
     lines += ["```", ""]
-    partial = report.with_suffix(".partial")
-    partial.write_text("\n".join(lines))
-    partial.replace(report)
+    write_atomically(report, "\n".join(lines))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import DEFAULT_MODEL_BASE, REPO, BenchError
+from benchmarks.report import write_atomically
 from clothing_tools.convert_model import read_warmup_requests
 from clothing_tools.local_stack import newest_version
 
@@ -120,10 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cases": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    partial.replace(args.output)
+    write_atomically(args.output, json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -244,8 +244,9 @@ def _request(
         deadline.raise_if_fired()
         # Reusable: a body read to its end (response closed) on a connection http.client kept
         # open (no `Connection: close`, not HTTP/1.0, not delimited by the host closing it).
-        reusable = keep_alive and answer.location is None and response.closed
-        reusable = reusable and conn.sock is not None
+        reusable = (
+            keep_alive and answer.location is None and response.closed and conn.sock is not None
+        )
         return answer
     except GatewayError:
         raise

@@ -57,10 +57,9 @@ class IdleConnections:
         self, keys: list[PoolKey], idle_seconds: float
     ) -> tuple[PoolKey, HTTPConnection] | None:
         """A live idle connection for the first of `keys` that has one (removed from the pool)."""
-        stale: list[HTTPConnection] = []
         found: tuple[PoolKey, HTTPConnection] | None = None
         with self._lock:
-            stale += self._expire(time.monotonic() - idle_seconds)
+            stale = self._expire(time.monotonic() - idle_seconds)
             for key in keys:
                 for entry in reversed(self._idle):  # newest first: least likely closed by now
                     if entry[0] == key:
@@ -79,9 +78,8 @@ class IdleConnections:
     def give(self, key: PoolKey, conn: HTTPConnection, idle_seconds: float) -> None:
         """Keep `conn` (which finished a download cleanly) for the next download to `key`."""
         now = time.monotonic()
-        stale: list[HTTPConnection] = []
         with self._lock:
-            stale += self._expire(now - idle_seconds)
+            stale = self._expire(now - idle_seconds)
             self._serial += 1
             self._idle[(key, self._serial)] = (conn, now)
             while len(self._idle) > self.max_idle:
